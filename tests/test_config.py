@@ -1,0 +1,93 @@
+"""The config schema: every YAML in configs/ loads, overrides apply, bad values name their field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from visplay.config import Config, ConfigError, load_config, parse_override, reference_rows, save_config
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+
+
+def test_configs_folder_has_the_two_documented_configs():
+    names = {p.name for p in CONFIGS}
+    assert {"tiny-cpu.yaml", "qwen2.5-vl-7b-gpu.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_loads_and_round_trips(path, tmp_path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    # The resolved config written next to a run's outputs loads back to the same object.
+    saved = save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(saved) == cfg
+
+
+def test_yaml_values_override_schema_defaults():
+    cfg = load_config(Path(CONFIGS[0]).parent / "tiny-cpu.yaml")
+    assert cfg.corpus.synthetic_n == 32  # the YAML says 32; the schema default is 64
+    assert cfg.generation.reasoner_sampling.max_tokens == 64  # YAML; schema default is 96
+    assert cfg.generation.p_low == 0.3
+
+
+def test_dotted_overrides_parse_yaml_scalars():
+    cfg = load_config(
+        None,
+        [
+            "generation.answers_per_question=4",
+            "questioner_grpo.lr=3e-6",  # YAML 1.1 reads 3e-6 as a string; we coerce it to a float
+            "ray.address=null",
+            "models.tiny.seed=7",
+            "name=exp one",
+        ],
+    )
+    assert cfg.generation.answers_per_question == 4
+    assert cfg.questioner_grpo.lr == pytest.approx(3e-6)
+    assert cfg.ray.address is None
+    assert cfg.models.tiny.seed == 7
+    assert cfg.name == "exp one"
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("generation.p_low=1.5", "generation.p_low"),  # above the [0, 1] bound
+        ("generation.answers_per_question=0", "generation.answers_per_question"),
+        ("questioner_grpo.kl_kind=k9", "questioner_grpo.kl_kind"),  # not one of k1/k2/k3
+        ("reasoner_grpo.dual_clip=0.5", "reasoner_grpo.dual_clip"),  # dual clip needs c > 1
+        ("generation.reasoner_engine.gpu_memory_utilization=2", "generation.reasoner_engine.gpu_memory_utilization"),
+        ("corpus.typo_field=1", "corpus.typo_field"),  # unknown keys are errors, not ignored
+        ("models.tiny.num_heads=4", "models.tiny"),  # head_dim 128/4 = 32 < 64: vLLM CPU refuses it
+    ],
+)
+def test_bad_value_error_names_the_field(override, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert f"  {field}:" in str(err.value)
+
+
+def test_cross_field_rule_names_the_section():
+    with pytest.raises(ConfigError, match=r"generation: .*p_low must be <= p_high"):
+        load_config(None, ["generation.p_low=0.9", "generation.p_high=0.2"])
+
+
+def test_bad_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"seed": "not-a-number"}))
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*\n  seed:"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="section.field=value"):
+        load_config(None, ["no_equals_sign"])
+
+
+def test_every_field_is_documented():
+    rows = reference_rows()
+    undocumented = [name for name, _, desc in rows if not desc]
+    assert not undocumented, f"fields without a docstring: {undocumented}"
+    # A section whose default differs from its class defaults reports the section's default.
+    defaults = {name: default for name, default, _ in rows}
+    assert defaults["generation.questioner_sampling.max_tokens"] == "96"

@@ -1,0 +1,1 @@
+"""VisPlay on Ray."""

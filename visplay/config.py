@@ -1,0 +1,397 @@
+"""The typed schema of every setting, YAML loading, dotted overrides and validation.
+
+One schema covers the whole system. Defaults live here and only here; YAML files in ``configs/``
+override them, and ``a.b.c=value`` command-line overrides go last::
+
+    cfg = load_config("configs/tiny-cpu.yaml", ["generation.answers_per_question=4"])
+
+Every field carries a docstring (pydantic turns it into the field description), so
+``visplay config-reference`` prints the reference table that README.md shows.
+A bad value raises :class:`ConfigError` whose message names the dotted field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors, field docstrings become descriptions."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class TinyModelConfig(_Section):
+    """Shape of the offline tiny Qwen2.5-VL that the embedded default builds from a seed."""
+
+    seed: int = 0
+    """Seed for the tokenizer training corpus order and the random weights."""
+    vocab_size: int = Field(2048, ge=512)
+    """Byte-level BPE vocabulary size, special tokens included."""
+    hidden_size: int = Field(128, ge=32)
+    """Text decoder hidden size."""
+    num_layers: int = Field(2, ge=1)
+    """Text decoder layers."""
+    num_heads: int = Field(2, ge=1)
+    """Attention heads; head_dim = hidden_size / num_heads must be 64 or more for vLLM's CPU attention."""
+    num_kv_heads: int = Field(1, ge=1)
+    """Key/value heads (grouped-query attention)."""
+    intermediate_size: int = Field(256, ge=32)
+    """Text MLP width."""
+    vision_depth: int = Field(2, ge=1)
+    """Vision transformer blocks."""
+    vision_hidden_size: int = Field(64, ge=16)
+    """Vision transformer width."""
+    vision_heads: int = Field(1, ge=1)
+    """Vision attention heads."""
+    image_size: int = Field(112, ge=28)
+    """Images are resized to image_size x image_size by the processor (multiples of 28 keep token counts exact)."""
+    max_position_embeddings: int = Field(4096, ge=512)
+    """Longest sequence the model accepts."""
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+        if self.hidden_size // self.num_heads < 64:
+            raise ValueError("hidden_size / num_heads (head_dim) must be >= 64 for vLLM's CPU attention")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be divisible by num_kv_heads")
+        return self
+
+
+class CorpusConfig(_Section):
+    """Where unlabeled images come from, and how bad files are recognised."""
+
+    path: str = "runs/corpus/images"
+    """A folder of images (jpg/png/webp, nested) or a parquet file/folder with an image-bytes column."""
+    parquet_image_column: str = "image"
+    """Column that holds encoded image bytes when `path` is parquet."""
+    synthetic_n: int = Field(64, ge=0)
+    """Synthetic scenes to generate at `path` when it does not exist (0: never generate)."""
+    synthetic_seed: int = 1
+    """Seed of the synthetic generator for the unlabeled training split."""
+    max_pixels: int = Field(40_000_000, ge=1)
+    """Images with more pixels are rejected as decompression bombs (reason too_many_pixels)."""
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    """Files larger than this are rejected unread (reason too_many_pixels)."""
+    limit: int | None = Field(None, ge=1)
+    """Use at most this many images (after sorting by path); None uses all."""
+
+
+class ModelsConfig(_Section):
+    """Which checkpoints play the two roles."""
+
+    base: str = "runs/tiny-model"
+    """Base VLM checkpoint directory (HF format). The embedded default builds a tiny one here if missing."""
+    build_tiny_if_missing: bool = True
+    """Build the offline tiny Qwen2.5-VL at `base` when the directory does not exist."""
+    tiny: TinyModelConfig = TinyModelConfig()
+    """Shape of the tiny model (embedded default only)."""
+
+
+class EngineConfig(_Section):
+    """One vLLM engine actor (a Ray Data `map_batches` stage or a rollout actor)."""
+
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs reserved per engine actor (0 on CPU; tensor_parallel_size on a GPU cluster)."""
+    num_cpus: float = Field(1.0, gt=0)
+    """CPUs reserved per engine actor."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM tensor parallelism inside one engine."""
+    gpu_memory_utilization: float = Field(0.1, gt=0, le=1)
+    """Share of accelerator memory for weights+KV cache (on CPU: share of RAM for the KV cache)."""
+    max_model_len: int = Field(2048, ge=128)
+    """Longest prompt+completion the engine schedules."""
+    max_num_seqs: int = Field(64, ge=1)
+    """Sequences scheduled together."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights/activation dtype inside vLLM."""
+    enforce_eager: bool = True
+    """Skip graph capture/compilation (fast start; use False on GPUs for throughput)."""
+    min_actors: int = Field(1, ge=1)
+    """Smallest engine actor pool (autoscaling lower bound)."""
+    max_actors: int = Field(1, ge=1)
+    """Largest engine actor pool (autoscaling upper bound)."""
+    batch_size: int = Field(8, ge=1)
+    """Rows per `map_batches` call."""
+    max_restarts: int = Field(2, ge=0)
+    """Times Ray restarts a crashed engine actor before the stage fails."""
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> EngineConfig:
+        if self.max_actors < self.min_actors:
+            raise ValueError("max_actors must be >= min_actors")
+        return self
+
+
+class SamplingConfig(_Section):
+    """vLLM sampling for one role."""
+
+    temperature: float = Field(1.0, ge=0)
+    """Softmax temperature (0 is greedy)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+    max_tokens: int = Field(96, ge=1)
+    """Longest completion."""
+
+
+class GenerationConfig(_Section):
+    """One question-generation pass: images -> questions -> answers -> votes -> filter."""
+
+    questions_per_image: int = Field(2, ge=1)
+    """k: questioner samples per image."""
+    answers_per_question: int = Field(8, ge=1)
+    """m: reasoner samples per question; their majority is the silver label."""
+    questioner_sampling: SamplingConfig = SamplingConfig(temperature=1.0, max_tokens=96)
+    """Sampling of the questioner."""
+    reasoner_sampling: SamplingConfig = SamplingConfig(temperature=1.0, max_tokens=96)
+    """Sampling of the reasoner."""
+    questioner_engine: EngineConfig = EngineConfig()
+    """Engine actors of the questioner stage."""
+    reasoner_engine: EngineConfig = EngineConfig()
+    """Engine actors of the reasoner stage."""
+    p_low: float = Field(0.3, ge=0, le=1)
+    """Keep questions whose agreement p is at least this."""
+    p_high: float = Field(0.8, ge=0, le=1)
+    """Keep questions whose agreement p is at most this."""
+    max_questions_per_image: int = Field(4, ge=1)
+    """Corpus-level cap of kept questions per image."""
+
+    @model_validator(mode="after")
+    def _check_band(self) -> GenerationConfig:
+        if self.p_low > self.p_high:
+            raise ValueError("p_low must be <= p_high")
+        return self
+
+
+class RewardConfig(_Section):
+    """Questioner and reasoner rewards (see visplay.rewards)."""
+
+    uncertainty_form: Literal["paper", "code"] = "paper"
+    """'paper': 1 - 2|p - 1/2|; 'code': min(p, 1 - p)."""
+    invalid_penalty: float = -1.0
+    """Questioner reward for unparseable output."""
+    clip_at_zero: bool = False
+    """Clip the valid questioner reward (uncertainty - diversity) at 0."""
+    bleu_distance_threshold: float = Field(0.5, gt=0, le=1)
+    """Average-linkage cut on 1 - BLEU distances for the diversity clusters."""
+    reasoner_format_weight: float = Field(0.1, ge=0, le=1)
+    """Share of the reasoner reward paid for a well-formed \\boxed{} answer."""
+
+
+class GRPOConfig(_Section):
+    """GRPO updates on Ray Train + DeepSpeed for one role."""
+
+    steps: int = Field(4, ge=1)
+    """Optimizer steps per training phase."""
+    prompts_per_step: int = Field(4, ge=1)
+    """Prompts (images or questions) per step; each gets `group_size` rollouts."""
+    group_size: int = Field(4, ge=2)
+    """Rollouts per prompt (the GRPO group)."""
+    lr: float = Field(1e-5, gt=0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    kl_coef: float = Field(0.01, ge=0)
+    """Coefficient of the KL-to-reference loss term (0 disables the reference model)."""
+    kl_kind: Literal["k1", "k2", "k3"] = "k3"
+    """KL estimator."""
+    clip_low: float = Field(0.2, gt=0, lt=1)
+    """PPO lower clip (ratio >= 1 - clip_low)."""
+    clip_high: float = Field(0.28, gt=0)
+    """PPO upper clip, clip-higher (ratio <= 1 + clip_high)."""
+    dual_clip: float | None = Field(None, gt=1)
+    """Dual-clip constant c > 1 for negative advantages (None: off)."""
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    """How per-token losses are aggregated."""
+    advantage_scale: Literal["group", "none"] = "group"
+    """'group': divide by group std (GRPO); 'none': only centre (Dr. GRPO)."""
+    filter_zero_variance_groups: bool = True
+    """Drop groups whose rewards are all equal (DAPO dynamic sampling)."""
+    sync_every: int = Field(1, ge=1)
+    """Push weights into the rollout engines every this many optimizer steps."""
+    save_every: int = Field(2, ge=1)
+    """Write resumable training state every this many steps."""
+    zero_stage: Literal[2, 3] = 2
+    """DeepSpeed ZeRO stage."""
+    offload_optimizer: bool = False
+    """DeepSpeed optimizer CPU offload."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass."""
+    bf16: bool = False
+    """bf16 training (GPU); fp32 on CPU."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Gradient clipping norm."""
+
+
+class RayConfig(_Section):
+    """Where and with what resources the job runs."""
+
+    address: str | None = None
+    """Ray cluster address; None starts a local Ray (the embedded default) or joins RAY_ADDRESS."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs for a local Ray (None: all)."""
+    train_workers: int = Field(2, ge=1)
+    """Ray Train workers per GRPO phase."""
+    cpus_per_train_worker: float = Field(1.0, gt=0)
+    """CPUs per Ray Train worker."""
+    gpus_per_train_worker: float = Field(0.0, ge=0)
+    """GPUs per Ray Train worker (0 on CPU)."""
+    collective_backend: Literal["gloo", "nccl"] = "gloo"
+    """torch.distributed backend: gloo on CPU, nccl on GPUs."""
+
+
+class MLflowConfig(_Section):
+    """Experiment tracking."""
+
+    tracking_uri: str | None = None
+    """MLflow tracking server URI; None uses a local SQLite store under the run directory."""
+    experiment: str = "visplay"
+    """Experiment name."""
+
+
+class Config(_Section):
+    """The whole system: one run of a job."""
+
+    name: str = "tiny-cpu"
+    """Run name; outputs land in `out_dir`/`name`."""
+    out_dir: str = "runs"
+    """Root of all outputs."""
+    seed: int = 0
+    """Global seed (python, numpy, torch, vLLM per-row seeds derive from it)."""
+    iterations: int = Field(1, ge=1)
+    """Self-evolution iterations."""
+    models: ModelsConfig = ModelsConfig()
+    """Checkpoints."""
+    corpus: CorpusConfig = CorpusConfig()
+    """Unlabeled image corpus."""
+    generation: GenerationConfig = GenerationConfig()
+    """Question generation pass."""
+    rewards: RewardConfig = RewardConfig()
+    """Reward shaping."""
+    questioner_grpo: GRPOConfig = GRPOConfig()
+    """GRPO of the questioner."""
+    reasoner_grpo: GRPOConfig = GRPOConfig()
+    """GRPO of the reasoner."""
+    rollout_engine: EngineConfig = EngineConfig()
+    """Engine of the rollout actors that GRPO trainers push weights into."""
+    ray: RayConfig = RayConfig()
+    """Ray resources."""
+    mlflow: MLflowConfig = MLflowConfig()
+    """Tracking."""
+
+    @property
+    def run_dir(self) -> Path:
+        """Directory that holds everything this run writes."""
+        return Path(self.out_dir) / self.name
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the dotted field."""
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``a.b.c=value`` into the dotted key and a YAML-parsed value (``1e-5`` -> float, ``null`` -> None)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.field=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{text}' has an empty field name")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str) and _looks_like_float(value):
+        value = float(value)  # YAML 1.1 reads "1e-5" as a string
+    return key.strip(), value
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for item in err.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "<root>"
+        lines.append(f"  {field}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or nothing: all defaults), apply dotted overrides, validate.
+
+    Raises ConfigError naming the file and the dotted field of every problem.
+    """
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        if not Path(path).is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(Path(path).read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+        tree = loaded or {}
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (every field, defaults included) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def reference_rows(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted field, default, description) for every leaf field, for the README's config reference."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            default = field.default
+            sub_rows = reference_rows(annotation, f"{dotted}.")
+            if isinstance(default, BaseModel):  # section default may differ from the class defaults
+                dumped = default.model_dump()
+                sub_rows = [
+                    (key, _leaf_default(dumped, key[len(dotted) + 1 :], fallback), desc)
+                    for key, fallback, desc in sub_rows
+                ]
+            rows.extend(sub_rows)
+        else:
+            rows.append((dotted, repr(field.default), (field.description or "").replace("\n", " ")))
+    return rows
+
+
+def _leaf_default(dumped: dict[str, Any], dotted: str, fallback: str) -> str:
+    node: Any = dumped
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return fallback
+        node = node[key]
+    return repr(node)
