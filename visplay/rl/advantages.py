@@ -42,10 +42,13 @@ def _group_index(group_ids: GroupIds, n: int, device: torch.device) -> tuple[tor
 def _group_stats(
     rewards: torch.Tensor, index: torch.Tensor, n_groups: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-group size, mean, unbiased std and "all rewards equal" flag (float64 math).
+    """Per-group size, mean, unbiased std and "all rewards equal" flag, in the dtype of ``rewards``.
+
+    The variance is two-pass (mean first, then the mean squared deviation), which stays accurate when the
+    rewards of a group are close together.
 
     Args:
-        rewards: float64 tensor ``[B]``.
+        rewards: float tensor ``[B]``.
         index: dense group index ``[B]`` (int64) from ``_group_index``.
         n_groups: number of groups ``G``.
 
@@ -80,11 +83,13 @@ def group_advantages(
 
     Conventions:
         * A group of >= 2 samples whose rewards are all equal gets advantage exactly 0 (computed from
-          min == max, so float round-off in the mean can never leak a tiny non-zero value).
+          min == max, so float round-off in the mean can never leak a non-zero value). verl can deviate
+          here: e.g. eight float32 rewards of 0.1 give verl a mean/std off by ~8e-9, hence ~0.007 advantages.
         * A singleton group follows verl exactly: verl uses ``mean = 0, std = 1`` for it, so its advantage
           is ``r / (1 + eps)`` with ``scale="group"`` and ``r`` with ``scale="none"`` - *not* 0. Use
           ``zero_variance_groups`` / group sizes >= 2 if singletons should not train.
-        * The math runs in float64 and is cast back to the rewards' dtype (float32 for int/bool rewards).
+        * The math runs in the rewards' dtype (float32 for int/bool rewards), like verl, TRL and OpenRLHF;
+          pass float64 rewards for more precision when rewards within a group are nearly tied.
         * The result is detached (advantages are constants for the policy gradient).
 
     Args:
@@ -100,8 +105,8 @@ def group_advantages(
         raise ValueError(f"unknown advantage scale {scale!r}; expected 'group' or 'none'")
     if rewards.dim() != 1:
         raise ValueError(f"rewards must have shape [B], got {tuple(rewards.shape)}")
-    out_dtype = rewards.dtype if rewards.dtype.is_floating_point else torch.float32
-    r = rewards.detach().to(torch.float64)
+    r = rewards.detach()
+    r = r if r.dtype.is_floating_point else r.to(torch.float32)
     index, n_groups = _group_index(group_ids, r.shape[0], r.device)
     count, mean, std, all_equal = _group_stats(r, index, n_groups)
 
@@ -114,7 +119,7 @@ def group_advantages(
         adv = adv / (std[index] + eps)
     zero_var = (all_equal & ~singleton)[index]
     adv = torch.where(zero_var, torch.zeros_like(adv), adv)
-    return adv.to(out_dtype)
+    return adv
 
 
 @torch.no_grad()
@@ -136,7 +141,8 @@ def zero_variance_groups(rewards: torch.Tensor, group_ids: GroupIds) -> tuple[to
     """
     if rewards.dim() != 1:
         raise ValueError(f"rewards must have shape [B], got {tuple(rewards.shape)}")
-    r = rewards.detach().to(torch.float64)
+    r = rewards.detach()
+    r = r if r.dtype.is_floating_point else r.to(torch.float32)
     index, n_groups = _group_index(group_ids, r.shape[0], r.device)
     count, _, _, all_equal = _group_stats(r, index, n_groups)
     group_zero_var = all_equal & (count >= 2)
