@@ -57,7 +57,10 @@ def test_dotted_overrides_parse_yaml_scalars():
         ("generation.answers_per_question=0", "generation.answers_per_question"),
         ("questioner_grpo.kl_kind=k9", "questioner_grpo.kl_kind"),  # not one of k1/k2/k3
         ("reasoner_grpo.dual_clip=0.5", "reasoner_grpo.dual_clip"),  # dual clip needs c > 1
-        ("generation.reasoner_engine.gpu_memory_utilization=2", "generation.reasoner_engine.gpu_memory_utilization"),
+        (
+            "generation.reasoner_engine.gpu_memory_utilization=2",
+            "generation.reasoner_engine.gpu_memory_utilization",
+        ),
         ("corpus.typo_field=1", "corpus.typo_field"),  # unknown keys are errors, not ignored
         ("models.tiny.num_heads=4", "models.tiny"),  # head_dim 128/4 = 32 < 64: vLLM CPU refuses it
     ],

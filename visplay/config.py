@@ -161,6 +161,10 @@ class GenerationConfig(_Section):
     """Keep questions whose agreement p is at most this."""
     max_questions_per_image: int = Field(4, ge=1)
     """Corpus-level cap of kept questions per image."""
+    dedup_scope: Literal["corpus", "image"] = "corpus"
+    """Drop a kept question whose normalised text repeats anywhere in the output ('corpus') or on its image."""
+    score_batch_size: int = Field(16, ge=1)
+    """Questions per scoring batch: the window of the BLEU diversity clusters."""
 
     @model_validator(mode="after")
     def _check_band(self) -> GenerationConfig:

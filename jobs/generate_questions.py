@@ -1,0 +1,56 @@
+"""Generate a scored, filtered question set from unlabeled images (one VisPlay generation pass).
+
+Algorithm (one streaming Ray Data pipeline, see visplay/generation/pipeline.py):
+  1. read the image corpus; unusable files go to rejects.parquet with a reason;
+  2. the Questioner engine writes k questions per image (<type>/<question>/<answer>);
+  3. the Reasoner engine answers each parsed question m times; the majority \\boxed{} answer is the
+     silver label and p = share of answers that agree with it;
+  4. questioner reward = uncertainty(p) - BLEU-cluster diversity penalty (-1 if unparseable);
+  5. keep questions with p in [p_low, p_high] and a silver label; dedup across the corpus, cap per image.
+Outputs land in <out_dir>/<name>/generate/: questions.parquet, dropped.parquet, rejects.parquet,
+summary.json, plus the resolved config at <out_dir>/<name>/config.yaml, all logged to MLflow.
+
+Launch:
+  python jobs/generate_questions.py --config configs/tiny-cpu.yaml [section.field=value ...]
+  ray job submit --working-dir . -- python jobs/generate_questions.py --config configs/qwen2.5-vl-7b-gpu.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+
+import ray
+
+from visplay import runtime, tracking
+from visplay.generation.pipeline import Checkpoint, run_generation
+from visplay.world.embedded import ensure_base_model, ensure_corpus
+
+
+def main(argv: list[str] | None = None) -> int:
+    # --- setup -------------------------------------------------------------------------------------
+    cfg = runtime.start_job("generate questions", argv)
+    base_path, base_version = ensure_base_model(cfg)
+    ensure_corpus(cfg)
+    model = Checkpoint(base_path, base_version)
+    out_dir = cfg.run_dir / "generate"
+    tracking.setup(cfg)
+
+    # --- the pass ----------------------------------------------------------------------------------
+    with tracking.run(f"{cfg.name}-generate", params=tracking.flat_params(cfg), tags={"phase": "generate"}):
+        summary = run_generation(cfg, out_dir, questioner=model, reasoner=model)
+        tracking.log_metrics(summary.metrics())
+        tracking.log_artifact(out_dir, "generate")
+        tracking.log_artifact(cfg.run_dir / "config.yaml")
+
+    # --- cleanup -----------------------------------------------------------------------------------
+    print(f"images {summary.images_read} read + {summary.rejected} rejected {summary.rejects_by_reason}")
+    print(
+        f"questions {summary.questions} = {summary.kept} kept + {summary.dropped} dropped {summary.drops_by_reason}"
+    )
+    print(f"parse rate {summary.parse_rate:.2f}  p histogram {summary.p_histogram}  outputs in {out_dir}")
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The ``visplay`` command line.
+
+Each subcommand is a ``cmd_*`` function taking the parsed arguments and returning an exit code, plus one
+block in :func:`build_parser` that declares its arguments. Heavy imports (torch, transformers) happen
+inside the ``cmd_*`` functions so that ``visplay --help`` stays fast.
+
+    visplay make-tiny-model runs/tiny-model --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    """Build the offline tiny Qwen2.5-VL and print its path and content id."""
+    from visplay.config import TinyModelConfig
+    from visplay.world.tiny_model import build_tiny_model, model_version
+
+    try:
+        path = build_tiny_model(args.out_dir, TinyModelConfig(seed=args.seed))
+    except FileExistsError as err:
+        print(f"visplay make-tiny-model: {err}", file=sys.stderr)
+        return 1
+    print(f"{path}\t{model_version(path)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="visplay", description="VisPlay self-evolving VLM RL on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("make-tiny-model", help="build the offline tiny Qwen2.5-VL checkpoint from a seed")
+    p.add_argument(
+        "out_dir", help="directory to create (an existing one is reused only if built from the same spec)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the tokenizer corpus and the random weights")
+    p.set_defaults(func=cmd_make_tiny_model)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``visplay`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

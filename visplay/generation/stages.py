@@ -1,0 +1,197 @@
+"""The non-engine steps of the generation pipeline, each a ``map_batches`` callable over Arrow batches.
+
+Row flow (one arrow per stage; engine stages are :class:`visplay.engine.EngineStage`)::
+
+    images ─QuestionerPrompts─▶ (+prompt,row_seed) ─Engine(q_, n=k)─▶ ─ExplodeQuestions─▶ one row per question
+        ─ReasonerPrompts─▶ (+prompt,row_seed) ─Engine(r_, n=m)─▶ ─ScoreQuestions─▶ scored rows (keep, drop_reason)
+
+Every stage declares the columns it reads and fails fast, naming them, when one is missing.
+Rows are never filtered out here: a question that cannot be used carries its ``drop_reason``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from visplay import prompts
+from visplay.config import GenerationConfig, RewardConfig
+from visplay.data.schemas import QUESTIONS_SCHEMA, SCORED_SCHEMA
+from visplay.rewards import (
+    bleu_cluster_penalty,
+    extract_boxed,
+    majority_vote,
+    parse_questioner_output,
+    questioner_reward,
+    vote_distribution,
+)
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (sha256 of their text), so reruns draw the same samples."""
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _require(batch: pa.Table, columns: tuple[str, ...], stage: str) -> None:
+    missing = [c for c in columns if c not in batch.column_names]
+    if missing:
+        raise ValueError(f"{stage} needs columns {columns}; missing {missing} (got {batch.column_names})")
+
+
+class QuestionerPrompts:
+    """images rows -> + ``prompt`` (the questioner prompt) and ``row_seed`` (from the run seed and image id)."""
+
+    columns = ("image_id", "image")
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.prompt = prompts.render_prompt(prompts.questioner_messages())
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        _require(batch, self.columns, type(self).__name__)
+        ids = batch.column("image_id").to_pylist()
+        batch = batch.append_column("prompt", pa.array([self.prompt] * len(ids), pa.string()))
+        return batch.append_column(
+            "row_seed", pa.array([derive_seed(self.seed, "q", i) for i in ids], pa.int64())
+        )
+
+
+class ExplodeQuestions:
+    """One row per image x questioner sample: parse the raw text into type, question and proposed answer."""
+
+    columns = (
+        "image_id", "source", "image", "row_seed", "q_completions", "q_completion_token_ids",
+        "q_sampling", "q_engine_ckpt", "q_engine_error", "q_engine_seconds",
+    )  # fmt: skip
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        _require(batch, self.columns, type(self).__name__)
+        out: dict[str, list] = {name: [] for name in QUESTIONS_SCHEMA.names}
+        for row in batch.select(list(self.columns)).to_pylist():
+            samples = row["q_completions"] or [None]  # an engine error still yields one (failed) question row
+            token_ids = row["q_completion_token_ids"] or [[]]
+            for index, raw in enumerate(samples):
+                parsed = parse_questioner_output(raw or "")
+                out["question_id"].append(
+                    hashlib.sha256(
+                        f"{row['image_id']}|{row['q_engine_ckpt']}|{row['row_seed']}|{index}".encode()
+                    ).hexdigest()[:16]
+                )
+                out["image_id"].append(row["image_id"])
+                out["source"].append(row["source"])
+                out["image"].append(row["image"])
+                out["questioner_ckpt"].append(row["q_engine_ckpt"])
+                out["questioner_seed"].append(row["row_seed"])
+                out["sample_index"].append(index)
+                out["questioner_sampling"].append(row["q_sampling"])
+                out["raw"].append(raw)
+                out["questioner_tokens"].append(len(token_ids[index]))
+                out["questioner_seconds"].append(row["q_engine_seconds"] / len(samples))
+                out["parse_ok"].append(parsed.ok and raw is not None)
+                out["parse_error"].append(row["q_engine_error"] or parsed.error or "")
+                out["qtype"].append(parsed.qtype)
+                out["question"].append(parsed.question)
+                out["proposed_answer"].append(parsed.answer)
+        return pa.table(out, schema=QUESTIONS_SCHEMA)
+
+
+class ReasonerPrompts:
+    """questions -> + reasoner ``prompt`` (null for unparsed questions: the engine skips them) and ``row_seed``."""
+
+    columns = ("question_id", "parse_ok", "question")
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        _require(batch, self.columns, type(self).__name__)
+        rows = batch.select(list(self.columns)).to_pylist()
+        texts = [
+            prompts.render_prompt(prompts.reasoner_messages(r["question"])) if r["parse_ok"] else None
+            for r in rows
+        ]
+        seeds = [derive_seed(self.seed, "r", r["question_id"]) for r in rows]
+        batch = batch.append_column("prompt", pa.array(texts, pa.string()))
+        return batch.append_column("row_seed", pa.array(seeds, pa.int64()))
+
+
+@dataclass(frozen=True)
+class ScoreQuestions:
+    """Vote over the m answers, then questioner reward and the difficulty filter, per question.
+
+    The diversity penalty clusters the valid questions *of this batch* by BLEU distance, as the
+    questioner's GRPO batch does in training; ``batch_size`` of this stage sets that window.
+    """
+
+    generation: GenerationConfig
+    rewards: RewardConfig
+    columns = (
+        "question_id", "parse_ok", "parse_error", "question", "row_seed", "r_completions", "r_engine_ckpt",
+        "r_engine_error", "r_sampling", "r_num_generated_tokens", "r_engine_seconds",
+    )  # fmt: skip
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        _require(batch, self.columns, type(self).__name__)
+        rows = batch.to_pylist()
+        valid = [i for i, r in enumerate(rows) if r["parse_ok"]]
+        penalties = dict(
+            zip(
+                valid,
+                bleu_cluster_penalty(
+                    [rows[i]["question"] for i in valid], self.rewards.bleu_distance_threshold
+                ),
+                strict=True,
+            )
+        )
+        scored = []
+        for i, row in enumerate(rows):
+            answers = row["r_completions"] or []
+            extracted = [extract_boxed(a) for a in answers]
+            silver, p = majority_vote(extracted) if answers else (None, 0.0)
+            reward = questioner_reward(
+                row["parse_ok"],
+                p if row["parse_ok"] else None,
+                penalties.get(i, 0.0),
+                form=self.rewards.uncertainty_form,
+                invalid_penalty=self.rewards.invalid_penalty,
+                clip_at_zero=self.rewards.clip_at_zero,
+            )
+            drop = self._drop_reason(row, silver, p)
+            scored.append(
+                {
+                    **{k: row[k] for k in QUESTIONS_SCHEMA.names if k != "image"},
+                    "reasoner_ckpt": row["r_engine_ckpt"],
+                    "reasoner_seed": row["row_seed"],
+                    "reasoner_sampling": row["r_sampling"],
+                    "reasoner_tokens": row["r_num_generated_tokens"],
+                    "reasoner_seconds": row["r_engine_seconds"],
+                    "answers": answers,
+                    "extracted": extracted,
+                    "silver": silver,
+                    "p": p,
+                    "votes": json.dumps(vote_distribution(extracted)),
+                    "uncertainty": reward.uncertainty,
+                    "diversity_penalty": reward.diversity_penalty,
+                    "reward": reward.total,
+                    "keep": drop == "",
+                    "drop_reason": drop,
+                }
+            )
+        return pa.Table.from_pylist(scored, schema=SCORED_SCHEMA)
+
+    def _drop_reason(self, row: dict, silver: str | None, p: float) -> str:
+        if row["r_engine_error"]:
+            return "engine_error"
+        if not row["parse_ok"]:
+            return "unparsed"
+        if silver is None:
+            return "no_silver"
+        if p < self.generation.p_low:
+            return "too_hard"
+        if p > self.generation.p_high:
+            return "too_easy"
+        return ""

@@ -1,0 +1,83 @@
+"""What every job does first: read its config from the command line, log, seed, start or join Ray.
+
+cfg = runtime.start_job("generate questions", argv)   # --config FILE plus dotted overrides
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from visplay.config import Config, load_config, save_config
+
+log = logging.getLogger("visplay")
+
+
+def parse_config(description: str, argv: list[str] | None = None) -> Config:
+    """``--config FILE`` followed by any number of ``section.field=value`` overrides."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=None, help="YAML file in configs/ (default: schema defaults)")
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. generation.answers_per_question=4"
+    )
+    args = parser.parse_args(argv)
+    return load_config(args.config, args.overrides)
+
+
+def setup_logging() -> None:
+    """One log format for every job (time, level, logger, message) on stderr."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch in this process (engines and workers get derived seeds)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def init_ray(cfg: Config) -> None:
+    """Join ``cfg.ray.address`` (or ``RAY_ADDRESS``, as under ``ray job submit``), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
+    log.info("ray: %s", ray.cluster_resources())
+
+
+def start_job(description: str, argv: list[str] | None = None) -> Config:
+    """Parse, log, seed, save the resolved config under the run directory, start Ray; returns the config."""
+    cfg = parse_config(description, argv)
+    setup_logging()
+    seed_everything(cfg.seed)
+    path = save_config(cfg, cfg.run_dir / "config.yaml")
+    log.info("%s: run %s, seed %d, resolved config at %s", description, cfg.name, cfg.seed, path)
+    init_ray(cfg)
+    return cfg
+
+
+@contextmanager
+def phase_timer(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Time a named phase (``gen``, ``reward``, ``update``, ``sync``...) into `timings` and log it."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = time.perf_counter() - started
+        log.info("phase %s took %.2fs", name, timings[name])

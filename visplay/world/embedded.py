@@ -1,0 +1,45 @@
+"""The embedded default's inputs: build the tiny model and the synthetic corpus when a config asks for them.
+
+A cluster config names real checkpoints and a real image folder; then nothing here builds anything,
+and a missing path is an error that names it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from visplay.config import Config
+from visplay.world.corpus import make_corpus
+from visplay.world.tiny_model import build_tiny_model, model_version
+
+log = logging.getLogger(__name__)
+
+
+def ensure_base_model(cfg: Config) -> tuple[str, str]:
+    """(checkpoint path, model version) of the base model, building the tiny one if allowed and missing."""
+    path = Path(cfg.models.base)
+    if not (path / "config.json").is_file():
+        if not cfg.models.build_tiny_if_missing:
+            raise FileNotFoundError(f"models.base: no HF checkpoint at {path} (config.json missing)")
+        log.info("building the offline tiny Qwen2.5-VL at %s (seed %d)", path, cfg.models.tiny.seed)
+        build_tiny_model(path, cfg.models.tiny)
+    return str(path), model_version(path)
+
+
+def ensure_corpus(cfg: Config) -> Path:
+    """The corpus path, generating `corpus.synthetic_n` synthetic scenes there if it is missing."""
+    path = Path(cfg.corpus.path)
+    if path.exists():
+        return path
+    if cfg.corpus.synthetic_n == 0:
+        raise FileNotFoundError(f"corpus.path: {path} does not exist (and corpus.synthetic_n is 0)")
+    root = path.parent if path.name == "images" else path
+    log.info(
+        "generating %d synthetic scenes under %s (seed %d)",
+        cfg.corpus.synthetic_n,
+        root,
+        cfg.corpus.synthetic_seed,
+    )
+    make_corpus(root, cfg.corpus.synthetic_n, cfg.corpus.synthetic_seed)
+    return path
