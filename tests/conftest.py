@@ -39,7 +39,6 @@ def tiny_model(tmp_path_factory) -> Path:
 def bootstrapped_model(tiny_model, tmp_path_factory) -> Path:
     """The tiny model after the labeled warm-up: it writes parseable questions and \\boxed{} answers."""
     from visplay.world.bootstrap import warm_up
-
     from visplay.world.corpus import make_corpus
 
     labeled = make_corpus(tmp_path_factory.mktemp("labeled"), n=48, seed=101, split="bootstrap")

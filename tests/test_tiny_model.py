@@ -19,6 +19,7 @@ from visplay.config import TinyModelConfig
 from visplay.world import tiny_model
 from visplay.world.tiny_model import (
     MANIFEST,
+    RENDERED_IMAGE,
     build_tiny_model,
     image_token_count,
     model_version,
@@ -106,9 +107,7 @@ def test_tokenizer_fills_the_vocabulary_and_knows_the_world(hf) -> None:
 def test_chat_template_renders_images_as_vision_pads(hf) -> None:
     processor = hf[0]
     text = render(processor)
-    assert text.endswith(
-        f"<|vision_start|><|image_pad|><|vision_end|>{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
-    )
+    assert text.endswith(f"{RENDERED_IMAGE}{QUESTION}<|im_end|>\n<|im_start|>assistant\n")
     assert text.startswith("<|im_start|>system\n")
 
 

@@ -92,6 +92,10 @@ class ModelsConfig(_Section):
     """Build the offline tiny Qwen2.5-VL at `base` when the directory does not exist."""
     tiny: TinyModelConfig = TinyModelConfig()
     """Shape of the tiny model (embedded default only)."""
+    questioner: str | None = None
+    """Checkpoint the Questioner starts from in standalone jobs (None: `base`); the loop job sets its own."""
+    reasoner: str | None = None
+    """Checkpoint the Reasoner starts from in standalone jobs (None: `base`); the loop job sets its own."""
 
 
 class EngineConfig(_Section):
@@ -103,8 +107,10 @@ class EngineConfig(_Section):
     """CPUs reserved per engine actor."""
     tensor_parallel_size: int = Field(1, ge=1)
     """vLLM tensor parallelism inside one engine."""
-    gpu_memory_utilization: float = Field(0.1, gt=0, le=1)
-    """Share of accelerator memory for weights+KV cache (on CPU: share of RAM for the KV cache)."""
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """Share of accelerator memory for weights+KV cache (ignored when kv_cache_memory_bytes is set)."""
+    kv_cache_memory_bytes: int | None = Field(None, ge=1 << 20)
+    """Fixed KV-cache size in bytes (the CPU build: a share of RAM is fragile on small machines)."""
     max_model_len: int = Field(2048, ge=128)
     """Longest prompt+completion the engine schedules."""
     max_num_seqs: int = Field(64, ge=1)

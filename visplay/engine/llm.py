@@ -32,6 +32,8 @@ def build_llm(
     if not (checkpoint / "config.json").is_file():
         raise FileNotFoundError(f"checkpoint not found or not an HF model directory: {checkpoint}")
     kwargs = {}
+    if cfg.kv_cache_memory_bytes is not None:
+        kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
     if worker_extension_cls is not None:
         kwargs["worker_extension_cls"] = worker_extension_cls
     return LLM(
@@ -42,7 +44,7 @@ def build_llm(
         max_num_seqs=cfg.max_num_seqs,
         dtype=cfg.dtype,
         enforce_eager=cfg.enforce_eager,
-        limit_mm_per_prompt={"image": 1},
+        limit_mm_per_prompt={"image": 1, "video": 0},
         seed=seed,
         **kwargs,
     )

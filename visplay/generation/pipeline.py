@@ -8,7 +8,8 @@ the first questions while the questioner is still working. Only the final, image
 collected on the driver, for the corpus-wide dedup that needs to see every question once.
 
 Outputs in ``out_dir``: ``questions.parquet`` (kept), ``dropped.parquet`` (every other question, with
-``drop_reason``), ``rejects.parquet`` (unusable image files), ``summary.json`` (counts that add up).
+``drop_reason``), ``rejects.parquet`` (unusable image files), ``images.parquet`` (the images of kept
+questions, by ``image_id``, for Reasoner training), ``summary.json`` (counts that add up).
 """
 
 from __future__ import annotations
@@ -130,8 +131,10 @@ def run_generation(
         "questions": str(out_dir / "questions.parquet"),
         "dropped": str(out_dir / "dropped.parquet"),
         "rejects": str(out_dir / "rejects.parquet"),
+        "images": str(out_dir / "images.parquet"),
     }
     pq.write_table(kept, files["questions"])
+    _write_kept_images(read, set(kept["image_id"].to_pylist()), files["images"])
     pq.write_table(dropped, files["dropped"])
     write_rejects(read.rejects, files["rejects"])
     summary = summarise(table, read, time.perf_counter() - started, files)
@@ -193,3 +196,20 @@ def _check_every_image_arrived(read: ImageRead, table: pa.Table) -> None:
         raise RuntimeError(
             f"{len(missing)} images were read but never reached the end of the pipeline: {sorted(missing)[:5]}"
         )
+
+
+def _write_kept_images(read: ImageRead, image_ids: set[str], path: str) -> None:
+    """The images that kept questions refer to (one row per image id), so a question set is self-contained."""
+    tables = ray.get(read.images.select_columns(["image_id", "image"]).to_arrow_refs())
+    table = (
+        pa.concat_tables(tables)
+        if tables
+        else pa.table({"image_id": pa.array([], pa.string()), "image": pa.array([], pa.binary())})
+    )
+    rows, seen = [], set()
+    for row in table.to_pylist():
+        if row["image_id"] in image_ids and row["image_id"] not in seen:
+            seen.add(row["image_id"])
+            rows.append(row)
+    schema = pa.schema([("image_id", pa.string()), ("image", pa.binary())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)

@@ -28,12 +28,7 @@ from visplay.rewards import (
     questioner_reward,
     vote_distribution,
 )
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 31-bit seed from any parts (sha256 of their text), so reruns draw the same samples."""
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+from visplay.seeds import derive_seed
 
 
 def _require(batch: pa.Table, columns: tuple[str, ...], stage: str) -> None:

@@ -1,0 +1,295 @@
+"""The GRPO training loop that runs on every Ray Train worker, with DeepSpeed.
+
+One step (rank 0 talks to the rollout actors; every rank trains on its shard):
+
+    gen     rank 0: the task picks the step's prompts; the rollout actors (vLLM, current weights)
+            sample group_size completions each
+    reward  rank 0: the task scores them; group advantages; zero-variance groups masked (DAPO)
+            -> broadcast to all ranks
+    update  each rank: forward its shard (vision tower included) -> token log-probs; clipped policy
+            loss + kl_coef x KL to the reference (the phase's starting weights); DeepSpeed step
+    sync    every sync_every steps: rank 0 gathers the weights, ray.put, rollout actors reload them
+
+Resumable: every save_every steps the DeepSpeed state is saved under ``state/`` and ``state/latest.json``
+names it (written last, atomically). A restarted loop loads it, pushes those weights to the rollout
+actors and continues at the next step; prompts are a function of (seed, step), so nothing is repeated
+or skipped. At the end rank 0 writes an HF checkpoint (loadable by transformers and vLLM) to ``final/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visplay.config import GRPOConfig, SamplingConfig
+from visplay.rl import agg_loss, group_advantages, kl_penalty, masked_mean, policy_loss, zero_variance_groups
+from visplay.train.policy import Sample, collate, completion_logprobs, load_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOJob:
+    """Everything a worker needs; built by the driver (visplay.train.trainer) and pickled to workers."""
+
+    role: str
+    checkpoint: str
+    version: str
+    grpo: GRPOConfig
+    sampling: SamplingConfig
+    task: Any  # QuestionerTask | ReasonerTask
+    rollout_actors: list[Any]
+    out_dir: str
+    seed: int
+    mlflow_uri: str | None = None
+    mlflow_run_id: str | None = None
+    stop_after_step: int | None = None  # tests: end the loop early, as a kill would
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train entry point: ``config["job"]`` is a :class:`GRPOJob`."""
+    job: GRPOJob = config["job"]
+    if job.grpo.bf16 is False and not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator (gloo, torch AdamW)
+    import deepspeed
+    import ray.train
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(job.seed + rank)
+    out = Path(job.out_dir)
+    state_dir = out / "state"
+
+    # --- setup: policy under DeepSpeed, frozen reference, resume --------------------------------------
+    model, processor = load_policy(job.checkpoint)
+    if job.grpo.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    engine, *_ = deepspeed.initialize(
+        model=model, model_parameters=model.parameters(), config=_ds_config(job.grpo)
+    )
+    ref = load_policy(job.checkpoint)[0].eval().requires_grad_(False) if job.grpo.kl_coef > 0 else None
+    tokenizer = processor.tokenizer
+    image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    start = 0
+    marker = state_dir / "latest.json"
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        engine.load_checkpoint(str(state_dir), tag=saved["tag"])
+        start = saved["step"]
+        log.info("rank %d resumed %s from step %d", rank, job.role, start)
+        if start < job.grpo.steps:
+            _sync(engine, job, f"{job.version}+{job.role}-step{start}", rank)
+
+    # --- loop -------------------------------------------------------------------------------------
+    for step in range(start, job.grpo.steps):
+        timings: dict[str, float] = {}
+        payload = [_rollout_and_score(job, step, timings)] if rank == 0 else [None]
+        dist.broadcast_object_list(payload, src=0)
+        samples, metrics, timings_0 = payload[0]
+        timings |= timings_0
+
+        t0 = time.perf_counter()
+        mine = samples[rank::world] or [
+            Sample(samples[0].prompt_ids, samples[0].completion_ids, samples[0].image, 0.0, 0.0)
+        ]
+        batch = collate(mine, processor.image_processor, image_token_id, pad_id)
+        logp, entropy = completion_logprobs(engine, batch)
+        mask = batch.completion_mask
+        loss, pg = policy_loss(
+            logp, logp.detach(), batch.advantages, mask, clip_low=job.grpo.clip_low, clip_high=job.grpo.clip_high,
+            dual_clip=job.grpo.dual_clip, agg=job.grpo.loss_agg,
+        )  # fmt: skip
+        kl = torch.zeros(())
+        if ref is not None:
+            with torch.no_grad():
+                ref_logp, _ = completion_logprobs(ref, batch)
+            kl = agg_loss(kl_penalty(logp, ref_logp, job.grpo.kl_kind), mask, job.grpo.loss_agg)
+            loss = loss + job.grpo.kl_coef * kl
+        engine.backward(loss)
+        engine.step()
+        timings["update"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        if (step + 1) % job.grpo.sync_every == 0 or step + 1 == job.grpo.steps:
+            _sync(engine, job, f"{job.version}+{job.role}-step{step + 1}", rank)
+        timings["sync"] = time.perf_counter() - t0
+
+        local = torch.tensor(
+            [
+                loss.item(),
+                kl.item(),
+                pg.clip_frac.item(),
+                pg.approx_kl.item(),
+                masked_mean(entropy, (mask > 0).float()).item(),
+            ]
+        )
+        dist.all_reduce(local)
+        local /= world
+        metrics |= dict(zip(["loss", "kl", "clip_frac", "approx_kl", "entropy"], local.tolist(), strict=True))
+        metrics |= {f"time_{k}": v for k, v in timings.items()}
+        if (step + 1) % job.grpo.save_every == 0 or step + 1 == job.grpo.steps:
+            _save_state(engine, state_dir, step + 1, rank)
+        if rank == 0:
+            _log_metrics(job, metrics, step + 1)
+            log.info("%s step %d/%d %s", job.role, step + 1, job.grpo.steps, _fmt(metrics))
+        ray.train.report({"step": step + 1, **metrics})
+        if job.stop_after_step is not None and step + 1 >= job.stop_after_step:
+            return
+
+    # --- cleanup: the phase's HF checkpoint -------------------------------------------------------------
+    if rank == 0:
+        _save_hf(engine, processor, out / "final", job)
+    dist.barrier()
+
+
+def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float]):
+    """Rank 0: sample the step's rollouts, reward them, build the samples with their advantages."""
+    import ray
+
+    t0 = time.perf_counter()
+    requests = job.task.requests(step, job.grpo.prompts_per_step)
+    shards = [requests[i :: len(job.rollout_actors)] for i in range(len(job.rollout_actors))]
+    futures = [
+        a.generate.remote(s, job.sampling, job.grpo.group_size)
+        for a, s in zip(job.rollout_actors, shards, strict=True)
+        if s
+    ]
+    parts = ray.get(futures)
+    rollouts = [None] * len(requests)
+    for i, part in enumerate(parts):
+        rollouts[i :: len(job.rollout_actors)] = part
+    timings["gen"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    score = job.task.score(step, requests, rollouts)
+    rewards = torch.tensor([r for row in score.rewards for r in row], dtype=torch.float32)
+    groups = torch.tensor([i for i, row in enumerate(score.rewards) for _ in row])
+    adv = group_advantages(rewards, groups, scale=job.grpo.advantage_scale)
+    zero_var, n_zero, n_groups = zero_variance_groups(rewards, groups)
+    keep_all = not job.grpo.filter_zero_variance_groups or n_zero == n_groups  # never an empty update
+    samples = []
+    k = 0
+    for req, rollout in zip(requests, rollouts, strict=True):
+        for ids in rollout.token_ids:
+            weight = 1.0 if keep_all or not zero_var[k] else 0.0
+            samples.append(
+                Sample(list(rollout.prompt_token_ids), list(ids), req.image, float(adv[k]), weight)
+            )
+            k += 1
+    timings["reward"] = time.perf_counter() - t0
+    lengths = [len(s.completion_ids) for s in samples]
+    metrics = {
+        "reward_mean": rewards.mean().item(),
+        "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+        "advantage_abs_mean": adv.abs().mean().item(),
+        "zero_variance_group_share": n_zero / max(n_groups, 1),
+        "response_length": sum(lengths) / len(lengths),
+        **score.components,
+    }
+    return samples, metrics, timings
+
+
+def _ds_config(grpo: GRPOConfig) -> dict:
+    """DeepSpeed config from the GRPO section (ZeRO stage, offload, AdamW, clipping, bf16)."""
+    zero: dict[str, Any] = {"stage": grpo.zero_stage}
+    if grpo.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": zero,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {"lr": grpo.lr, "weight_decay": grpo.weight_decay, "torch_adam": True},
+        },
+        "gradient_clipping": grpo.max_grad_norm,
+        "bf16": {"enabled": grpo.bf16},
+        "steps_per_print": 10**9,
+    }
+
+
+def _full_state_dict(engine) -> dict[str, torch.Tensor] | None:
+    """Every rank joins (ZeRO-3 gathers shards); rank 0 gets a CPU copy of the full state dict."""
+    import deepspeed
+    import torch.distributed as dist
+
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(
+        params, modifier_rank=None, enabled=engine.zero_optimization_stage() == 3
+    ):
+        if dist.get_rank() != 0:
+            return None
+        return {k: v.detach().to("cpu", copy=True) for k, v in engine.module.state_dict().items()}
+
+
+def _sync(engine, job: GRPOJob, version: str, rank: int) -> None:
+    """Push the current weights into every rollout actor through the object store (no engine restart)."""
+    import ray
+
+    state = _full_state_dict(engine)
+    if rank == 0:
+        ref = ray.put(state)
+        ray.get([a.push_weights.remote([ref], version) for a in job.rollout_actors])
+
+
+def _save_state(engine, state_dir: Path, step: int, rank: int) -> None:
+    """DeepSpeed state of `step` (all ranks), then the marker naming it (rank 0, atomic rename)."""
+    import torch.distributed as dist
+
+    tag = f"step_{step}"
+    engine.save_checkpoint(str(state_dir), tag=tag, save_latest=False)
+    dist.barrier()
+    if rank == 0:
+        tmp = state_dir / "latest.json.tmp"
+        tmp.write_text(json.dumps({"step": step, "tag": tag}))
+        tmp.replace(state_dir / "latest.json")
+
+
+def _save_hf(engine, processor, final: Path, job: GRPOJob) -> None:
+    """HF checkpoint of the trained policy, written to a temp dir and renamed (never half-written)."""
+    import shutil
+
+    from visplay.world.tiny_model import model_version
+
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    engine.module.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    version = model_version(tmp)
+    (tmp / "visplay_train.json").write_text(
+        json.dumps(
+            {
+                "role": job.role,
+                "base": job.checkpoint,
+                "base_version": job.version,
+                "version": version,
+                "steps": job.grpo.steps,
+            }
+        )
+    )
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def _log_metrics(job: GRPOJob, metrics: dict[str, float], step: int) -> None:
+    if job.mlflow_run_id is None:
+        return
+    import mlflow
+
+    if job.mlflow_uri:
+        mlflow.set_tracking_uri(job.mlflow_uri)
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, run_id=job.mlflow_run_id)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))

@@ -1,0 +1,198 @@
+"""What each role practises in GRPO: which prompts a step uses, and how its rollouts are rewarded.
+
+* :class:`QuestionerTask`: prompts are unlabeled images; a rollout is a tagged question; its reward is the
+  VisPlay questioner reward, with the *frozen* Reasoner (its own rollout actor) answering each parsed
+  question m times: uncertainty(p) minus the BLEU-cluster diversity penalty over the step's questions,
+  ``invalid_penalty`` when unparseable. One implementation with the generation plane (visplay.rewards).
+* :class:`ReasonerTask`: prompts are the kept questions of a generation pass (with their images); a
+  rollout is a step-by-step answer; its reward is accuracy against the silver label plus a format term.
+
+Both choose a step's prompts from a seeded permutation of their data, so step s always sees the same
+prompts: a resumed run neither repeats nor skips data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+from visplay.train.rollout import Rollout, RolloutRequest
+
+from visplay import prompts
+from visplay.config import RewardConfig, SamplingConfig
+from visplay.rewards import (
+    bleu_cluster_penalty,
+    extract_boxed,
+    majority_vote,
+    parse_questioner_output,
+    questioner_reward,
+    reasoner_reward,
+)
+from visplay.seeds import derive_seed
+
+
+def step_indices(n_items: int, per_step: int, step: int, seed: int) -> list[int]:
+    """Indices of the items used at `step`: consecutive slices of a seeded permutation per epoch."""
+    if n_items == 0:
+        raise ValueError("no training data: the task has 0 items")
+    out = []
+    for k in range(step * per_step, (step + 1) * per_step):
+        epoch, offset = divmod(k, n_items)
+        order = np.random.default_rng([seed, epoch]).permutation(n_items)
+        out.append(int(order[offset]))
+    return out
+
+
+@dataclass(frozen=True)
+class StepScore:
+    """Rewards of one step's rollouts, [prompts][group] nested, plus role-specific reward components."""
+
+    rewards: list[list[float]]
+    components: dict[str, float]
+
+
+@dataclass
+class QuestionerTask:
+    """Questioner GRPO: images in, questions out, rewarded by the frozen reasoner's disagreement."""
+
+    images: list[bytes]
+    reasoner: object  # a RolloutActor handle holding the frozen reasoner
+    reasoner_sampling: SamplingConfig
+    answers_per_question: int
+    rewards: RewardConfig
+    seed: int
+
+    @staticmethod
+    def load_images(corpus, limit: int) -> list[bytes]:
+        """Up to `limit` image byte strings of a corpus (a CorpusConfig), in image-id order; rejects logged."""
+        import ray
+
+        from visplay.data.images import read_images
+
+        read = read_images(
+            corpus.path, max_pixels=corpus.max_pixels, max_file_bytes=corpus.max_file_bytes,
+            parquet_image_column=corpus.parquet_image_column, limit=corpus.limit,
+        )  # fmt: skip
+        tables = ray.get(read.images.select_columns(["image_id", "image"]).to_arrow_refs())
+        rows = sorted((r for t in tables for r in t.to_pylist()), key=lambda r: r["image_id"])
+        return [r["image"] for r in rows[:limit]]
+
+    def requests(self, step: int, per_step: int) -> list[RolloutRequest]:
+        prompt = prompts.render_prompt(prompts.questioner_messages())
+        return [
+            RolloutRequest(prompt=prompt, image=self.images[i], seed=derive_seed(self.seed, "q", step, j))
+            for j, i in enumerate(step_indices(len(self.images), per_step, step, self.seed))
+        ]
+
+    def score(self, step: int, requests: list[RolloutRequest], rollouts: list[Rollout]) -> StepScore:
+        import ray
+
+        parsed = [[parse_questioner_output(t) for t in r.texts] for r in rollouts]
+        flat = [(i, j) for i, group in enumerate(parsed) for j, q in enumerate(group) if q.ok]
+        answer_requests = [
+            RolloutRequest(
+                prompt=prompts.render_prompt(prompts.reasoner_messages(parsed[i][j].question)),
+                image=requests[i].image,
+                seed=derive_seed(self.seed, "qa", step, i, j),
+            )
+            for i, j in flat
+        ]
+        answers = (
+            ray.get(
+                self.reasoner.generate.remote(
+                    answer_requests, self.reasoner_sampling, self.answers_per_question
+                )
+            )
+            if answer_requests
+            else []
+        )
+        p_of = {
+            key: majority_vote([extract_boxed(t) for t in a.texts])[1]
+            for key, a in zip(flat, answers, strict=True)
+        }
+        penalty_list = bleu_cluster_penalty(
+            [parsed[i][j].question for i, j in flat], self.rewards.bleu_distance_threshold
+        )
+        penalty_of = dict(zip(flat, penalty_list, strict=True))
+        rewards, parts = [], {"valid": [], "uncertainty": [], "diversity_penalty": [], "p": []}
+        for i, group in enumerate(parsed):
+            row = []
+            for j, q in enumerate(group):
+                r = questioner_reward(
+                    q.ok,
+                    p_of.get((i, j)),
+                    penalty_of.get((i, j), 0.0),
+                    form=self.rewards.uncertainty_form,
+                    invalid_penalty=self.rewards.invalid_penalty,
+                    clip_at_zero=self.rewards.clip_at_zero,
+                )
+                row.append(r.total)
+                parts["valid"].append(float(r.valid))
+                if r.valid:
+                    parts["uncertainty"].append(r.uncertainty)
+                    parts["diversity_penalty"].append(r.diversity_penalty)
+                    parts["p"].append(p_of[(i, j)])
+            rewards.append(row)
+        return StepScore(rewards, {f"reward_{k}": float(np.mean(v)) if v else 0.0 for k, v in parts.items()})
+
+
+@dataclass
+class ReasonerTask:
+    """Reasoner GRPO on a generation pass's kept questions, rewarded against their silver labels."""
+
+    questions: list[str]
+    silver: list[str]
+    images: list[bytes]
+    rewards: RewardConfig
+    seed: int
+
+    @classmethod
+    def from_generation(
+        cls, questions_parquet: str, images_parquet: str, rewards: RewardConfig, seed: int
+    ) -> ReasonerTask:
+        """Load kept questions and their images (joined by image id) as written by the generation plane."""
+        kept = pq.read_table(questions_parquet, columns=["image_id", "question", "silver"]).to_pylist()
+        image_of = {
+            r["image_id"]: r["image"]
+            for r in pq.read_table(images_parquet, columns=["image_id", "image"]).to_pylist()
+        }
+        missing = {r["image_id"] for r in kept} - image_of.keys()
+        if missing:
+            raise ValueError(f"{images_parquet} lacks {len(missing)} images of {questions_parquet}")
+        return cls(
+            questions=[r["question"] for r in kept],
+            silver=[r["silver"] for r in kept],
+            images=[image_of[r["image_id"]] for r in kept],
+            rewards=rewards,
+            seed=seed,
+        )
+
+    def requests(self, step: int, per_step: int) -> list[RolloutRequest]:
+        return [
+            RolloutRequest(
+                prompt=prompts.render_prompt(prompts.reasoner_messages(self.questions[i])),
+                image=self.images[i],
+                seed=derive_seed(self.seed, "r", step, j),
+            )
+            for j, i in enumerate(step_indices(len(self.questions), per_step, step, self.seed))
+        ]
+
+    def silver_for(self, step: int, per_step: int) -> list[str]:
+        return [self.silver[i] for i in step_indices(len(self.questions), per_step, step, self.seed)]
+
+    def score(self, step: int, requests: list[RolloutRequest], rollouts: list[Rollout]) -> StepScore:
+        per_step = len(requests)
+        golds = self.silver_for(step, per_step)
+        rewards, acc, fmt = [], [], []
+        for gold, rollout in zip(golds, rollouts, strict=True):
+            row = []
+            for text in rollout.texts:
+                r = reasoner_reward(text, gold, format_weight=self.rewards.reasoner_format_weight)
+                row.append(r.total)
+                acc.append(r.accuracy)
+                fmt.append(r.format)
+            rewards.append(row)
+        return StepScore(
+            rewards, {"reward_accuracy": float(np.mean(acc)), "reward_format": float(np.mean(fmt))}
+        )

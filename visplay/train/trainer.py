@@ -1,0 +1,88 @@
+"""Driver side of a GRPO phase: rollout actors, the Ray Train TorchTrainer, the MLflow run, the result.
+
+    result = train_phase(cfg, role="questioner", task=task, policy=Checkpoint(...), out_dir=...)
+
+Workers run :func:`visplay.train.grpo.train_loop` (DeepSpeed; gloo on CPU, NCCL on GPUs). The
+rollout actors are started here, hold the *current* policy in vLLM, and receive the trainer's weights
+after every ``sync_every`` steps. Re-running the same phase into the same ``out_dir`` resumes it from its
+last saved step; a finished phase (``final/`` present) is not trained again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from visplay.config import Config, GRPOConfig, SamplingConfig
+from visplay.train.grpo import GRPOJob, train_loop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """Where a finished phase left its HF checkpoint, and that checkpoint's version id."""
+
+    checkpoint: str
+    version: str
+    steps: int
+
+
+def train_phase(
+    cfg: Config,
+    *,
+    role: str,
+    task,
+    checkpoint: str,
+    version: str,
+    grpo: GRPOConfig,
+    sampling: SamplingConfig,
+    out_dir: str | Path,
+    rollout_actors: list | None = None,
+    mlflow_uri: str | None = None,
+    mlflow_run_id: str | None = None,
+    stop_after_step: int | None = None,
+) -> PhaseResult | None:
+    """Train `role` with GRPO on `task`; returns the final checkpoint, or None when stopped early."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from visplay.train.rollout import start_rollout_actors
+
+    from visplay.world.tiny_model import model_version
+
+    out_dir = Path(out_dir).resolve()
+    final = out_dir / "final"
+    if (final / "config.json").is_file():
+        log.info("%s phase already finished at %s", role, final)
+        return PhaseResult(str(final), model_version(final), grpo.steps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    actors = rollout_actors or start_rollout_actors(
+        checkpoint, version, cfg.rollout_engine, cfg.seed, count=1
+    )
+    job = GRPOJob(
+        role=role, checkpoint=str(checkpoint), version=version, grpo=grpo, sampling=sampling, task=task,
+        rollout_actors=actors, out_dir=str(out_dir), seed=cfg.seed, mlflow_uri=mlflow_uri,
+        mlflow_run_id=mlflow_run_id, stop_after_step=stop_after_step,
+    )  # fmt: skip
+    use_gpu = cfg.ray.gpus_per_train_worker > 0
+    resources = {"CPU": cfg.ray.cpus_per_train_worker}
+    if use_gpu:
+        resources["GPU"] = cfg.ray.gpus_per_train_worker
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"job": job},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.ray.train_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        torch_config=TorchConfig(backend=cfg.ray.collective_backend),
+        run_config=RunConfig(
+            name=f"{role}-grpo",
+            storage_path=str(out_dir / "ray_train"),
+            failure_config=FailureConfig(max_failures=1),
+        ),
+    )
+    trainer.fit()
+    if not (final / "config.json").is_file():
+        return None
+    return PhaseResult(str(final), model_version(final), grpo.steps)
