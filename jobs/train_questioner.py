@@ -20,9 +20,9 @@ from __future__ import annotations
 import sys
 
 import ray
-from visplay.train.rollout import start_rollout_actors
 
 from visplay import runtime, tracking
+from visplay.train.rollout import start_rollout_actors
 from visplay.train.tasks import QuestionerTask
 from visplay.train.trainer import train_phase
 from visplay.world.embedded import ensure_base_model, ensure_corpus

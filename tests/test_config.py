@@ -94,3 +94,13 @@ def test_every_field_is_documented():
     # A section whose default differs from its class defaults reports the section's default.
     defaults = {name: default for name, default, _ in rows}
     assert defaults["generation.questioner_sampling.max_tokens"] == "96"
+
+
+def test_readme_config_reference_matches_the_schema():
+    """README.md embeds `visplay config-reference`; regenerate it when a field changes."""
+    from visplay.config import reference_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+    embedded = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    assert embedded == reference_markdown(), "README config reference is stale: run `visplay config-reference`"

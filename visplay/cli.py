@@ -27,6 +27,29 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_corpus(args: argparse.Namespace) -> int:
+    """Generate the synthetic scene corpus (images/ + ground_truth.jsonl) and print a summary."""
+    from visplay.world.corpus import make_corpus
+
+    try:
+        summary = make_corpus(args.out_dir, args.n, args.seed, split=args.split)
+    except FileExistsError as err:
+        print(f"visplay make-corpus: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"{summary.images_dir}\t{summary.n} images {dict(summary.by_kind)}\tground truth {summary.ground_truth}"
+    )
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    """Print the config reference (every field, its default and its docstring) as a markdown table."""
+    from visplay.config import reference_markdown
+
+    print(reference_markdown())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="visplay", description="VisPlay self-evolving VLM RL on Ray.")
@@ -38,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the tokenizer corpus and the random weights")
     p.set_defaults(func=cmd_make_tiny_model)
+
+    p = sub.add_parser("make-corpus", help="generate synthetic scenes with a separate ground-truth file")
+    p.add_argument("out_dir", help="directory to fill: images under OUT_DIR/images, ground truth beside it")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, default=1, help="generator seed")
+    p.add_argument(
+        "--split", default="train", help="split name (splits with different names never share images)"
+    )
+    p.set_defaults(func=cmd_make_corpus)
+
+    p = sub.add_parser("config-reference", help="print the config reference table (markdown)")
+    p.set_defaults(func=cmd_config_reference)
 
     return parser
 

@@ -92,6 +92,13 @@ class ModelsConfig(_Section):
     """Build the offline tiny Qwen2.5-VL at `base` when the directory does not exist."""
     tiny: TinyModelConfig = TinyModelConfig()
     """Shape of the tiny model (embedded default only)."""
+    bootstrap_steps: int = Field(0, ge=0)
+    """Labeled warm-up steps applied to a freshly built tiny model (0: keep it random). The stand-in for
+    an instruction-tuned checkpoint; the only place labels are used (visplay/world/bootstrap.py)."""
+    bootstrap_images: int = Field(96, ge=1)
+    """Labeled synthetic images for the warm-up (a split disjoint from the unlabeled corpus)."""
+    bootstrap_seed: int = 7
+    """Seed of the labeled warm-up split and of the warm-up itself."""
     questioner: str | None = None
     """Checkpoint the Questioner starts from in standalone jobs (None: `base`); the loop job sets its own."""
     reasoner: str | None = None
@@ -405,3 +412,12 @@ def _leaf_default(dumped: dict[str, Any], dotted: str, fallback: str) -> str:
             return fallback
         node = node[key]
     return repr(node)
+
+
+def reference_markdown() -> str:
+    """The config reference as a markdown table (README.md embeds it; a test keeps the two equal)."""
+    lines = ["| field | default | meaning |", "|---|---|---|"]
+    for name, default, desc in reference_rows():
+        escaped = desc.replace("|", "\\|")
+        lines.append(f"| `{name}` | `{default}` | {escaped} |")
+    return "\n".join(lines)

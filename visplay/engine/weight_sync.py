@@ -338,5 +338,16 @@ class WeightSync:
 
     def _load_files(self, paths: list[str]) -> int:
         counts = self.llm.collective_rpc("visplay_load_weights_files", args=(paths,))
-        self.llm.reset_prefix_cache()
+        self.invalidate_caches()
         return int(min(counts))
+
+    def invalidate_caches(self) -> None:
+        """Forget everything computed with the old weights: prefix (KV) cache and encoder (vision) cache.
+
+        The encoder cache must be reset through the engine core, not only in the worker: the worker's
+        ``reload_weights`` empties its encoder cache, but the scheduler's bookkeeping would still list the
+        old entries and the next request with an already-seen image kills the engine ("Encoder cache miss").
+        """
+        self.llm.llm_engine.reset_encoder_cache()
+        if not self.llm.reset_prefix_cache():
+            log.warning("vLLM did not reset its prefix cache (requests in flight?)")

@@ -57,7 +57,7 @@ class GRPOJob:
 def train_loop(config: dict) -> None:
     """Ray Train entry point: ``config["job"]`` is a :class:`GRPOJob`."""
     job: GRPOJob = config["job"]
-    if job.grpo.bf16 is False and not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator (gloo, torch AdamW)
     import deepspeed
     import ray.train

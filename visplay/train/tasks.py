@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
-from visplay.train.rollout import Rollout, RolloutRequest
 
 from visplay import prompts
 from visplay.config import RewardConfig, SamplingConfig
@@ -30,6 +29,7 @@ from visplay.rewards import (
     reasoner_reward,
 )
 from visplay.seeds import derive_seed
+from visplay.train.rollout import Rollout, RolloutRequest
 
 
 def step_indices(n_items: int, per_step: int, step: int, seed: int) -> list[int]:

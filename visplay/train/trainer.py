@@ -39,7 +39,7 @@ def train_phase(
     grpo: GRPOConfig,
     sampling: SamplingConfig,
     out_dir: str | Path,
-    rollout_actors: list | None = None,
+    rollout_actors: list | None = None,  # running RolloutActors holding `checkpoint`; None: start one
     mlflow_uri: str | None = None,
     mlflow_run_id: str | None = None,
     stop_after_step: int | None = None,
@@ -47,8 +47,8 @@ def train_phase(
     """Train `role` with GRPO on `task`; returns the final checkpoint, or None when stopped early."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-    from visplay.train.rollout import start_rollout_actors
 
+    from visplay.train.rollout import start_rollout_actors
     from visplay.world.tiny_model import model_version
 
     out_dir = Path(out_dir).resolve()
@@ -82,7 +82,14 @@ def train_phase(
             failure_config=FailureConfig(max_failures=1),
         ),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    finally:
+        if own_actors:
+            import ray
+
+            for actor in actors:
+                ray.kill(actor)
     if not (final / "config.json").is_file():
         return None
     return PhaseResult(str(final), model_version(final), grpo.steps)

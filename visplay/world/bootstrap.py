@@ -195,6 +195,17 @@ def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tenso
     }
 
 
+def batch_loss(model: torch.nn.Module, sub_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Mean cross-entropy per target token over several collated sub-batches (a scalar with gradient).
+
+    The model's own loss is a per-token mean within one sub-batch; weighting each by its target-token count
+    gives the mean over all target tokens of the step, as if it were one padded batch.
+    """
+    counts = [int((sub["labels"] != IGNORE_INDEX).sum()) for sub in sub_batches]
+    total = sum(model(**sub).loss * count for sub, count in zip(sub_batches, counts, strict=True))
+    return total / sum(counts)
+
+
 def _shuffled_forever(items: list[Example], rng: random.Random) -> Iterator[Example]:
     """Yield ``items`` in a fresh ``rng`` permutation each epoch, forever."""
     while True:
@@ -227,6 +238,7 @@ def warm_up(
     lr: float = DEFAULT_LR,
     seed: int = 0,
     questioner_share: float = 0.5,
+    num_threads: int | None = None,
 ) -> BootstrapSummary:
     """Fine-tune the checkpoint at ``base_dir`` on the labeled corpus at ``corpus_dir``; save it at ``out_dir``.
 
@@ -240,13 +252,15 @@ def warm_up(
         seed: seeds torch and the data order; same inputs and seed give the same training run.
         questioner_share: share of each batch drawn from questioner examples (rounded); the rest are
             reasoner examples. Each kind is drawn without replacement, reshuffled every epoch.
+        num_threads: torch intra-op threads while training (restored afterwards); None keeps torch's
+            setting. On a busy machine 1 thread can be several times faster than 2 (measured: 0.33 s
+            vs 2.8 s per step on 2 shared cores), because OpenMP threads wait on each other.
 
     Raises:
         FileExistsError: if ``out_dir`` exists (nothing is overwritten).
         ValueError: on a bad argument or a corpus without QA pairs.
     """
     import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     if steps < 1 or batch_size < 1 or lr <= 0 or not 0.0 <= questioner_share <= 1.0:
         raise ValueError("need steps >= 1, batch_size >= 1, lr > 0 and 0 <= questioner_share <= 1")
@@ -254,6 +268,30 @@ def warm_up(
     base_dir, corpus_dir, out = Path(base_dir), Path(corpus_dir), Path(out_dir)
     if out.exists():
         raise FileExistsError(f"{out} exists; pick a new out_dir")
+
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _train(base_dir, corpus_dir, out, steps, batch_size, lr, seed, questioner_share, start)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    base_dir: Path,
+    corpus_dir: Path,
+    out: Path,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    questioner_share: float,
+    start: float,
+) -> BootstrapSummary:
+    """The body of :func:`warm_up` (arguments already checked)."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
     processor = AutoProcessor.from_pretrained(base_dir)
@@ -269,9 +307,10 @@ def warm_up(
     pad_id = processor.tokenizer.pad_token_id
     history: list[float] = []
     for _ in range(steps):
-        batch = [next(streams[0]) for _ in range(n_questioner)]
-        batch += [next(streams[1]) for _ in range(batch_size - n_questioner)]
-        loss = model(**collate(batch, pad_id)).loss
+        # Questioner prompts are ~3x longer than reasoner prompts: padding each kind separately saves work.
+        parts = [[next(streams[0]) for _ in range(n_questioner)]]
+        parts.append([next(streams[1]) for _ in range(batch_size - n_questioner)])
+        loss = batch_loss(model, [collate(part, pad_id) for part in parts if part])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -7,10 +7,12 @@ and a missing path is an error that names it.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from visplay.config import Config
-from visplay.world.corpus import make_corpus
+from visplay.world.bootstrap import warm_up
+from visplay.world.corpus import GROUND_TRUTH_FILENAME, make_corpus
 from visplay.world.tiny_model import build_tiny_model, model_version
 
 log = logging.getLogger(__name__)
@@ -19,11 +21,27 @@ log = logging.getLogger(__name__)
 def ensure_base_model(cfg: Config) -> tuple[str, str]:
     """(checkpoint path, model version) of the base model, building the tiny one if allowed and missing."""
     path = Path(cfg.models.base)
-    if not (path / "config.json").is_file():
-        if not cfg.models.build_tiny_if_missing:
-            raise FileNotFoundError(f"models.base: no HF checkpoint at {path} (config.json missing)")
-        log.info("building the offline tiny Qwen2.5-VL at %s (seed %d)", path, cfg.models.tiny.seed)
-        build_tiny_model(path, cfg.models.tiny)
+    if (path / "config.json").is_file():
+        return str(path), model_version(path)
+    if not cfg.models.build_tiny_if_missing:
+        raise FileNotFoundError(f"models.base: no HF checkpoint at {path} (config.json missing)")
+    m = cfg.models
+    if m.bootstrap_steps == 0:
+        log.info("building the offline tiny Qwen2.5-VL at %s (seed %d)", path, m.tiny.seed)
+        build_tiny_model(path, m.tiny)
+        return str(path), model_version(path)
+    random_dir = path.with_name(path.name + "-random")
+    labeled = path.with_name(path.name + "-labeled-split")
+    log.info(
+        "building the tiny Qwen2.5-VL at %s and warming it up on %d labeled images",
+        random_dir,
+        m.bootstrap_images,
+    )
+    build_tiny_model(random_dir, m.tiny)
+    if not (labeled / GROUND_TRUTH_FILENAME).is_file():
+        shutil.rmtree(labeled, ignore_errors=True)  # an interrupted split is regenerated whole
+        make_corpus(labeled, m.bootstrap_images, m.bootstrap_seed, split="bootstrap")
+    warm_up(random_dir, labeled, path, steps=m.bootstrap_steps, seed=m.bootstrap_seed)
     return str(path), model_version(path)
 
 

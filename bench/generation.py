@@ -1,0 +1,191 @@
+"""Generation-plane throughput: the Ray Data pipeline against a bare vLLM loop, in one run.
+
+Prints, for the same images, prompts and sampling parameters:
+  (a) bare engine: one in-process vLLM engine; questioner pass then reasoner pass; tokens/s over the
+      generate() calls only (engine start excluded);
+  (b) full pipeline: tokens/s in steady state (from the first scored batch to the last, so engine start
+      and pipeline fill are excluded) and the ratio (b)/(a) (goal: >= 0.8);
+  (c) images/s end to end (engine starts included) for the streaming pipeline vs the same stages run one
+      after another (the questioner's output materialized before the reasoner stage starts).
+
+Usage:
+  python bench/generation.py [--model DIR] [--images N] [--k 2] [--m 4]
+Without --model it builds the tiny model and warms it up on a labeled split (so questions parse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import ray
+
+from visplay import prompts
+from visplay.config import load_config
+from visplay.data.images import read_images, to_pil
+from visplay.engine.llm import build_llm, sampling_params
+from visplay.engine.stage import EngineStage, engine_map_kwargs
+from visplay.generation.pipeline import Checkpoint, build_scored_dataset
+from visplay.generation.stages import ExplodeQuestions, QuestionerPrompts
+from visplay.rewards import parse_questioner_output
+from visplay.seeds import derive_seed
+from visplay.world.bootstrap import warm_up
+from visplay.world.corpus import make_corpus
+from visplay.world.tiny_model import build_tiny_model, model_version
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
+
+
+def bare_engine(cfg, model: Checkpoint, rows: list[dict]) -> tuple[int, float]:
+    """(tokens, seconds inside generate) for both roles with one in-process engine."""
+    gen = cfg.generation
+    llm = build_llm(model.path, gen.questioner_engine, seed=cfg.seed)
+    q_prompt = prompts.render_prompt(prompts.questioner_messages())
+    images = [to_pil(r["image"]) for r in rows]
+    q_params = [
+        sampling_params(
+            gen.questioner_sampling, gen.questions_per_image, derive_seed(cfg.seed, "q", r["image_id"])
+        )
+        for r in rows
+    ]
+    t0 = time.perf_counter()
+    q_out = llm.generate(
+        [{"prompt": q_prompt, "multi_modal_data": {"image": im}} for im in images], q_params, use_tqdm=False
+    )
+    seconds = time.perf_counter() - t0
+    tokens = sum(len(c.token_ids) for o in q_out for c in o.outputs)
+    r_prompts, r_params = [], []
+    for r, im, out in zip(rows, images, q_out, strict=True):
+        for c in out.outputs:
+            parsed = parse_questioner_output(c.text)
+            if parsed.ok:
+                r_prompts.append(
+                    {
+                        "prompt": prompts.render_prompt(prompts.reasoner_messages(parsed.question)),
+                        "multi_modal_data": {"image": im},
+                    }
+                )
+                r_params.append(
+                    sampling_params(
+                        gen.reasoner_sampling,
+                        gen.answers_per_question,
+                        derive_seed(cfg.seed, "r", r["image_id"], c.index),
+                    )
+                )
+    t0 = time.perf_counter()
+    r_out = llm.generate(r_prompts, r_params, use_tqdm=False) if r_prompts else []
+    seconds += time.perf_counter() - t0
+    tokens += sum(len(c.token_ids) for o in r_out for c in o.outputs)
+    del llm
+    return tokens, seconds
+
+
+def pipeline_steady_state(cfg, model: Checkpoint, images: ray.data.Dataset) -> tuple[int, float, float]:
+    """(tokens after the first batch, steady-state seconds, wall seconds) of the streaming pipeline."""
+    started = time.perf_counter()
+    arrivals: list[tuple[float, int]] = []
+    ds = build_scored_dataset(images, cfg, model, model)
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        tokens = sum(batch["questioner_tokens"].to_pylist()) + sum(batch["reasoner_tokens"].to_pylist())
+        arrivals.append((time.perf_counter(), tokens))
+    wall = time.perf_counter() - started
+    if len(arrivals) < 2:
+        raise SystemExit("too few batches for a steady-state figure: raise --images")
+    return sum(t for _, t in arrivals[1:]), arrivals[-1][0] - arrivals[0][0], wall
+
+
+def sequential(cfg, model: Checkpoint, images: ray.data.Dataset) -> float:
+    """Wall seconds when the questioner stage's output is materialized before the reasoner stage starts."""
+    gen = cfg.generation
+    started = time.perf_counter()
+    q = images.map_batches(QuestionerPrompts(cfg.seed), batch_format="pyarrow", num_cpus=0.25)
+    q = q.map_batches(
+        EngineStage,
+        fn_constructor_kwargs=dict(
+            checkpoint=model.path, checkpoint_id=model.version, engine=gen.questioner_engine,
+            sampling=gen.questioner_sampling, n=gen.questions_per_image, prefix="q_", seed=cfg.seed,
+        ),
+        **engine_map_kwargs(gen.questioner_engine),
+    ).map_batches(ExplodeQuestions(), batch_format="pyarrow", num_cpus=0.25).materialize()  # fmt: skip
+    # The second half of build_scored_dataset, over the materialized questions.
+    from visplay.generation.stages import ReasonerPrompts, ScoreQuestions
+
+    r = q.map_batches(ReasonerPrompts(cfg.seed), batch_format="pyarrow", num_cpus=0.25)
+    r = r.map_batches(
+        EngineStage,
+        fn_constructor_kwargs=dict(
+            checkpoint=model.path, checkpoint_id=model.version, engine=gen.reasoner_engine,
+            sampling=gen.reasoner_sampling, n=gen.answers_per_question, prefix="r_", seed=cfg.seed,
+        ),
+        **engine_map_kwargs(gen.reasoner_engine),
+    )  # fmt: skip
+    r = r.map_batches(
+        ScoreQuestions(gen, cfg.rewards),
+        batch_size=gen.score_batch_size,
+        batch_format="pyarrow",
+        num_cpus=0.25,
+    )
+    r.materialize()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", default=None, help="HF checkpoint (default: build and warm up the tiny model)"
+    )
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--k", type=int, default=2, help="questions per image")
+    parser.add_argument("--m", type=int, default=4, help="answers per question")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="visplay-bench-"))
+    if args.model is None:
+        tiny = build_tiny_model(work / "tiny")
+        labeled = make_corpus(work / "labeled", 96, seed=7, split="bootstrap")
+        warm_up(tiny, labeled.out_dir, work / "model", seed=7)
+        args.model = str(work / "model")
+    corpus = make_corpus(work / "corpus", args.images, seed=1, split="train")
+    cfg = load_config(
+        CONFIG,
+        [
+            f"generation.questions_per_image={args.k}",
+            f"generation.answers_per_question={args.m}",
+            f"out_dir={work / 'runs'}",
+        ],
+    )
+    model = Checkpoint(args.model, model_version(args.model))
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    read = read_images(
+        corpus.images_dir, max_pixels=cfg.corpus.max_pixels, max_file_bytes=cfg.corpus.max_file_bytes
+    )
+    rows = pa.concat_tables(ray.get(read.images.to_arrow_refs())).to_pylist()
+
+    bare_tokens, bare_seconds = bare_engine(cfg, model, rows)
+    pipe_tokens, pipe_seconds, stream_wall = pipeline_steady_state(cfg, model, read.images)
+    seq_wall = sequential(cfg, model, read.images)
+
+    bare_tps, pipe_tps = bare_tokens / bare_seconds, pipe_tokens / pipe_seconds
+    print(f"images={len(rows)} k={args.k} m={args.m} model={model.version[:12]}")
+    print(
+        f"(a) bare vLLM generate:        {bare_tokens:7d} tokens in {bare_seconds:7.2f}s = {bare_tps:8.1f} tokens/s"
+    )
+    print(
+        f"(b) pipeline (steady state):   {pipe_tokens:7d} tokens in {pipe_seconds:7.2f}s = {pipe_tps:8.1f} tokens/s"
+    )
+    print(f"    ratio (b)/(a) = {pipe_tps / bare_tps:.2f}  (goal >= 0.8)")
+    print(
+        f"(c) streaming:  {len(rows) / stream_wall:6.3f} images/s ({stream_wall:.1f}s wall, engine starts included)"
+    )
+    print(
+        f"    sequential: {len(rows) / seq_wall:6.3f} images/s ({seq_wall:.1f}s wall)  ratio {seq_wall / stream_wall:.2f}x"
+    )
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

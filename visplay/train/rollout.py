@@ -1,0 +1,296 @@
+"""Rollout actors: long-lived vLLM engines that GRPO samples from and pushes new weights into.
+
+A :class:`RolloutActor` is a Ray actor that starts one vLLM engine in ``__init__`` (40-120 s on CPU) and
+then serves for a whole training phase:
+
+* :meth:`RolloutActor.generate` samples ``n`` completions per :class:`RolloutRequest` (rendered prompt text
+  with the image placeholder, encoded image bytes, per-request seed -> reproducible) and returns one
+  :class:`Rollout` per request, stamped with the weights ``version`` that produced it;
+* :meth:`RolloutActor.push_weights` loads the trainer's new weights into the running engine (no restart),
+  through :mod:`visplay.engine.weight_sync`::
+
+      trainer rank 0: ref = ray.put(model.state_dict())
+                      ray.get([a.push_weights.remote([ref], version) for a in actors])
+      each actor:     ray.get(ref) -> state dict -> /dev/shm/....safetensors -> engine reload -> delete file
+
+* :meth:`RolloutActor.sequence_logprobs` scores a given completion with the engine (prompt log-probs), used
+  to check that a push really changed what the engine computes, and for debugging train/infer mismatch.
+
+Ray runs one method of an actor at a time, so a push never overlaps a generation: every rollout comes from
+exactly the weights its ``version`` names.
+
+Restarts: with ``max_restarts > 0`` Ray restarts a crashed actor by running ``__init__`` again, i.e. the
+restarted engine holds the *constructor's* checkpoint and version, not the last pushed weights. Every
+:class:`Rollout` carries its ``version``; a trainer that sees an older version than it pushed must push
+again (calls are retried on the restarted actor, so a push that was in flight is re-applied).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+from visplay.config import EngineConfig, SamplingConfig
+from visplay.engine.llm import build_llm, sampling_params
+from visplay.engine.weight_sync import EXTENSION_CLS, SyncMethod, WeightSync
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from ray.actor import ActorHandle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    """One prompt to sample from.
+
+    Attributes:
+        prompt: rendered prompt text with one ``<|vision_start|><|image_pad|><|vision_end|>`` placeholder
+            (:func:`visplay.prompts.render_prompt`); vLLM expands the pad to the image's tokens.
+        image: the encoded image (PNG/JPEG bytes).
+        seed: sampling seed of this request; the same request, sampling config, ``n`` and weights give the
+            same completions on any actor.
+    """
+
+    prompt: str
+    image: bytes
+    seed: int
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The ``n`` completions sampled for one :class:`RolloutRequest`.
+
+    Attributes:
+        texts: decoded completions.
+        token_ids: completion token ids, one list per completion (EOS included when generation stopped on it).
+        prompt_token_ids: the prompt ids as vLLM expanded them (one ``<|image_pad|>`` per image token), i.e.
+            exactly the ids a transformers processor produces for the same prompt text and image; with the
+            processor's ``pixel_values``/``image_grid_thw`` they rebuild the sequence the engine sampled from.
+            Do not feed them back to vLLM together with the image: vLLM would expand the pads a second time.
+        version: weights version of the engine that sampled them (the constructor's or the last pushed one).
+    """
+
+    texts: list[str]
+    token_ids: list[list[int]]
+    prompt_token_ids: list[int]
+    version: str
+
+
+@dataclass(frozen=True)
+class ProcessIds:
+    """Process ids of an actor and of its engine's workers (they stay the same across weight pushes)."""
+
+    actor: int
+    engine_workers: tuple[int, ...]
+
+
+def _decode_image(data: bytes) -> Image.Image:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _exit_if_engine_dead(err: BaseException) -> None:
+    """A dead engine cannot serve again: exit the actor process so Ray restarts it (``max_restarts``)."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    if isinstance(err, EngineDeadError):
+        log.error("rollout engine died (%s); exiting actor pid %d for a restart", err, os.getpid())
+        os._exit(1)
+
+
+class RolloutActor:
+    """One vLLM engine for rollouts that accepts new weights while running (use through Ray, see module doc).
+
+    Args:
+        checkpoint: HF model directory the engine starts from (fixes architecture, tokenizer, processor).
+        version: weights version of ``checkpoint`` (e.g. :func:`visplay.world.tiny_model.model_version`).
+        engine: engine settings; ``dtype`` is kept for every push (weights are cast to it).
+        seed: engine seed (only used by requests without a seed; every :class:`RolloutRequest` has one).
+        sync_method: how pushed weights reach the engine, see :class:`visplay.engine.weight_sync.WeightSync`.
+    """
+
+    def __init__(
+        self, checkpoint: str, version: str, engine: EngineConfig, seed: int, sync_method: SyncMethod = "file"
+    ) -> None:
+        started = time.perf_counter()
+        self.checkpoint = str(checkpoint)
+        self._version = version
+        self.llm = build_llm(checkpoint, engine, seed=seed, worker_extension_cls=EXTENSION_CLS)
+        self.sync = WeightSync(self.llm, checkpoint, method=sync_method)
+        self.tokenizer = self.llm.get_tokenizer()
+        log.info(
+            "rollout engine %s ready in %.1fs (pid %d, dtype %s)",
+            version[:12],
+            time.perf_counter() - started,
+            os.getpid(),
+            self.sync.dtype,
+        )
+
+    def generate(self, requests: list[RolloutRequest], sampling: SamplingConfig, n: int) -> list[Rollout]:
+        """Sample ``n`` completions for each request with the current weights; one :class:`Rollout` each."""
+        if not requests:
+            return []
+        prompts = [
+            {"prompt": request.prompt, "multi_modal_data": {"image": _decode_image(request.image)}}
+            for request in requests
+        ]
+        params = [sampling_params(sampling, n, request.seed) for request in requests]
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        except Exception as err:
+            _exit_if_engine_dead(err)
+            raise
+        return [
+            Rollout(
+                texts=[c.text for c in out.outputs],
+                token_ids=[list(c.token_ids) for c in out.outputs],
+                prompt_token_ids=list(out.prompt_token_ids),
+                version=self._version,
+            )
+            for out in outputs
+        ]
+
+    def push_weights(
+        self, state_dict: Mapping[str, torch.Tensor] | Sequence[ray.ObjectRef], version: str
+    ) -> float:
+        """Load a full state dict into the running engine; return the seconds it took in this actor.
+
+        How to pass it (both travel through the Ray object store):
+
+        * ``actor.push_weights.remote([ref], version)`` with ``ref = ray.put(state_dict)`` - recommended:
+          one ``ray.put`` serves any number of actors, and the object-store fetch is done here (and counted
+          in the returned seconds);
+        * ``actor.push_weights.remote(ref, version)`` or ``actor.push_weights.remote(state_dict, version)`` -
+          Ray hands the method the resolved dict (a plain dict is put into the store once per call).
+
+        Names may be transformers runtime names (``model.language_model.*``, from ``state_dict()``) or
+        checkpoint names; every weight of the engine's checkpoint must be present with its shape. Tensors
+        are cast to the engine dtype. ``version()`` returns ``version`` afterwards.
+
+        Raises:
+            visplay.engine.weight_sync.WeightSyncError: missing/mis-shaped weights (engine unchanged).
+            TypeError: for a list that is not exactly one ObjectRef.
+        """
+        started = time.perf_counter()
+        if isinstance(state_dict, (list, tuple)):
+            if len(state_dict) != 1 or not isinstance(state_dict[0], ray.ObjectRef):
+                raise TypeError("push_weights takes a state dict or a one-element list [ObjectRef]")
+            state_dict = ray.get(state_dict[0])
+        try:
+            report = self.sync.push_state_dict(state_dict)
+        except Exception as err:
+            _exit_if_engine_dead(err)
+            raise
+        self._version = version
+        seconds = time.perf_counter() - started
+        log.info(
+            "pushed weights %s: %d tensors, %.1f MB, %.3fs (write %.3fs, load %.3fs)",
+            version[:12],
+            report.tensors,
+            report.bytes / 1e6,
+            seconds,
+            report.write_seconds,
+            report.load_seconds,
+        )
+        return seconds
+
+    def reload_from_checkpoint(self, path: str, version: str) -> float:
+        """Reload the running engine's weights from an HF directory (same architecture); return seconds.
+
+        Only the weights are read; tokenizer, processor and config stay those of the constructor's checkpoint.
+        """
+        try:
+            report = self.sync.load_checkpoint(path)
+        except Exception as err:
+            _exit_if_engine_dead(err)
+            raise
+        self._version = version
+        return report.seconds
+
+    def sequence_logprobs(self, prompt: str, image: bytes, completion_token_ids: list[int]) -> list[float]:
+        """Log-prob of each completion token given the prompt, image and earlier completion tokens.
+
+        The engine scores ``prompt + completion`` in one prefill (vLLM prompt log-probs, from the raw
+        logits: no temperature or top-p applied), and the completion part is returned, one float per token.
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        completion = [int(t) for t in completion_token_ids]
+        if not completion:
+            return []
+        # The prompt goes in unexpanded (one <|image_pad|>): vLLM expands it with the image, as for text.
+        prompt_ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
+        tokens = TokensPrompt(
+            prompt_token_ids=prompt_ids + completion, multi_modal_data={"image": _decode_image(image)}
+        )
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        try:
+            (out,) = self.llm.generate([tokens], params, use_tqdm=False)
+        except Exception as err:
+            _exit_if_engine_dead(err)
+            raise
+        scored = list(out.prompt_token_ids)
+        if scored[-len(completion) :] != completion:
+            raise RuntimeError("vLLM changed the completion tokens while expanding the image placeholder")
+        entries = out.prompt_logprobs[-len(completion) :]
+        return [entry[token].logprob for entry, token in zip(entries, completion, strict=True)]
+
+    def version(self) -> str:
+        """Weights version the engine holds now."""
+        return self._version
+
+    def pids(self) -> ProcessIds:
+        """Process ids of this actor and its engine workers (unchanged by pushes; a restart changes them)."""
+        return ProcessIds(actor=os.getpid(), engine_workers=tuple(self.sync.worker_pids()))
+
+
+RemoteRolloutActor = ray.remote(RolloutActor)
+"""The Ray actor class: ``RemoteRolloutActor.options(**rollout_actor_options(cfg)).remote(...)``."""
+
+
+def rollout_actor_options(engine: EngineConfig) -> dict[str, Any]:
+    """Ray actor options for one rollout actor: resources and fault tolerance from the engine config.
+
+    ``num_cpus``/``num_gpus`` reserve the engine's resources (on a GPU cluster ``num_gpus`` should equal
+    ``tensor_parallel_size``: vLLM's workers inherit the actor's visible GPUs). Every method is idempotent
+    for its arguments (seeded sampling, full-state pushes), so calls are retried on a restarted actor.
+    """
+    return {
+        "num_cpus": engine.num_cpus,
+        "num_gpus": engine.num_gpus,
+        "max_restarts": engine.max_restarts,
+        "max_task_retries": -1 if engine.max_restarts > 0 else 0,
+    }
+
+
+def start_rollout_actors(
+    checkpoint: str | Path, version: str, engine: EngineConfig, seed: int, count: int
+) -> list[ActorHandle]:
+    """Start ``count`` rollout actors on ``checkpoint`` and wait until every engine is up.
+
+    Actor ``i`` gets engine seed ``seed + i`` (per-request seeds decide sampling anyway). Blocks for the
+    engines' start (40-120 s each on CPU; they start in parallel when resources allow) and re-raises the
+    first start-up error.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    options = rollout_actor_options(engine)
+    actors = [
+        RemoteRolloutActor.options(**options).remote(str(checkpoint), version, engine, seed + i)
+        for i in range(count)
+    ]
+    ray.get([actor.version.remote() for actor in actors])
+    return actors
