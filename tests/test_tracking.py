@@ -21,11 +21,13 @@ def _exercise(cfg, tmp_path: Path) -> None:
     tracking.setup(cfg)
     note = tmp_path / "note.txt"
     note.write_text("hello")
-    with tracking.run("job", params=tracking.flat_params(cfg)) as parent:
-        with tracking.run("phase", tags={"phase": "generate"}) as child:
-            tracking.log_metrics({"kept": 3, "parse_rate": 0.5}, step=1)
-            tracking.log_metrics({"kept": 5}, step=2)
-            tracking.log_artifact(note, "notes")
+    with (
+        tracking.run("job", params=tracking.flat_params(cfg)) as parent,
+        tracking.run("phase", tags={"phase": "generate"}) as child,
+    ):
+        tracking.log_metrics({"kept": 3, "parse_rate": 0.5}, step=1)
+        tracking.log_metrics({"kept": 5}, step=2)
+        tracking.log_artifact(note, "notes")
     client = mlflow.MlflowClient()
     parent_run, child_run = client.get_run(parent), client.get_run(child)
     assert parent_run.data.params["generation.p_low"] == "0.3"

@@ -57,6 +57,7 @@ def train_phase(
         log.info("%s phase already finished at %s", role, final)
         return PhaseResult(str(final), model_version(final), grpo.steps)
     out_dir.mkdir(parents=True, exist_ok=True)
+    own_actors = rollout_actors is None  # started here -> stopped here; passed-in actors are the caller's
     actors = rollout_actors or start_rollout_actors(
         checkpoint, version, cfg.rollout_engine, cfg.seed, count=1
     )
