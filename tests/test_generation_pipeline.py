@@ -62,11 +62,16 @@ def _config(model: Path, corpus: Path, out_dir: Path):
     )
 
 
-def _engine_actor_pids(ray) -> list[int]:
-    from ray.util.state import list_actors
+def _ready_engine_actor_pids() -> list[int]:
+    """Local processes of engine-stage actors whose engine is built (Ray titles them ray::<Actor>.<method>)."""
+    import psutil
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-    return [a.pid for a in actors if "EngineStage" in (a.class_name or "")]
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        if title.startswith("ray::MapWorker(MapBatches(EngineStage))") and "__init__" not in title:
+            pids.append(proc.info["pid"])
+    return sorted(pids)
 
 
 def test_pipeline_runs_end_to_end_survives_a_killed_engine_and_is_reproducible(
@@ -122,7 +127,7 @@ def test_pipeline_runs_end_to_end_survives_a_killed_engine_and_is_reproducible(
     killed = None
     deadline = time.monotonic() + 600
     while killed is None and worker.is_alive() and time.monotonic() < deadline:
-        pids = _engine_actor_pids(ray_local)
+        pids = _ready_engine_actor_pids()
         if pids:  # an engine actor is up (its engine is built): kill its process like a crashed node would
             killed = pids[0]
             os.kill(killed, signal.SIGKILL)

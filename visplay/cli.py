@@ -65,7 +65,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             args.out_dir,
             steps=steps,
             seed=args.seed,
-            num_threads=args.threads,
+            num_threads=args.threads or None,
         )
     except FileExistsError as err:
         print(f"visplay bootstrap: {err}", file=sys.stderr)
@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the data order and of torch")
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads, 0 for torch's default (1 is fastest on a busy 2-core machine)",
     )
     p.set_defaults(func=cmd_bootstrap)
 

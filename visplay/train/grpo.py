@@ -73,7 +73,7 @@ def train_loop(config: dict) -> None:
     if job.grpo.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     engine, *_ = deepspeed.initialize(
-        model=model, model_parameters=model.parameters(), config=_ds_config(job.grpo)
+        model=model, model_parameters=model.parameters(), config=deepspeed_config(job.grpo)
     )
     ref = load_policy(job.checkpoint)[0].eval().requires_grad_(False) if job.grpo.kl_coef > 0 else None
     tokenizer = processor.tokenizer
@@ -199,7 +199,7 @@ def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float]):
     return samples, metrics, timings
 
 
-def _ds_config(grpo: GRPOConfig) -> dict:
+def deepspeed_config(grpo: GRPOConfig) -> dict:
     """DeepSpeed config from the GRPO section (ZeRO stage, offload, AdamW, clipping, bf16)."""
     zero: dict[str, Any] = {"stage": grpo.zero_stage}
     if grpo.offload_optimizer:

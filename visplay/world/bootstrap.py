@@ -40,13 +40,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visplay.prompts import IM_END, questioner_prompt, reasoner_prompt
 from visplay.world.corpus import GROUND_TRUTH_FILENAME, read_ground_truth
-from visplay.world.tiny_model import model_version
+from visplay.world.tiny_model import _no_progress_bars, model_version
 
 if TYPE_CHECKING:
     import torch
@@ -55,11 +56,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STEPS = 300
-"""Optimizer steps of the default warm-up (about 1-3 minutes on 2 CPU cores for the default tiny model)."""
+DEFAULT_STEPS = 200
+"""Optimizer steps of the default warm-up: about 1-2 minutes on 2 CPU cores for the default tiny model."""
 DEFAULT_BATCH_SIZE = 8
 """Examples per step (questioner and reasoner examples mixed, see ``questioner_share``)."""
-DEFAULT_LR = 3e-3
+DEFAULT_LR = 5e-3
 """Peak AdamW learning rate; high because the tiny model is randomly initialised, not pre-trained."""
 WARMUP_FRACTION = 0.1
 """Share of the steps over which the learning rate ramps up linearly before the cosine decay."""
@@ -159,11 +160,13 @@ def build_examples(processor: ProcessorMixin, corpus_dir: str | Path) -> tuple[l
     for record in read_ground_truth(corpus_dir):
         with Image.open(corpus_dir / record["file"]) as handle:
             image = handle.convert("RGB")
+        pixels = None  # every example of one image shares one pixel tensor (~300 KB each)
         for qa in record["qa"]:
-            questioner.append(build_example(processor, image, questioner_prompt(), questioner_target(qa)))
-            reasoner.append(
-                build_example(processor, image, reasoner_prompt(qa["question"]), reasoner_target(qa))
-            )
+            q = build_example(processor, image, questioner_prompt(), questioner_target(qa))
+            r = build_example(processor, image, reasoner_prompt(qa["question"]), reasoner_target(qa))
+            pixels = q.pixel_values if pixels is None else pixels
+            questioner.append(replace(q, pixel_values=pixels))
+            reasoner.append(replace(r, pixel_values=pixels))
     if not questioner:
         raise ValueError(f"{corpus_dir / GROUND_TRUTH_FILENAME} holds no QA pairs to train on")
     return questioner, reasoner
@@ -228,6 +231,20 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the block with ``num_threads`` torch intra-op threads (None: unchanged), then restore the setting."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def warm_up(
     base_dir: str | Path,
     corpus_dir: str | Path,
@@ -238,7 +255,7 @@ def warm_up(
     lr: float = DEFAULT_LR,
     seed: int = 0,
     questioner_share: float = 0.5,
-    num_threads: int | None = None,
+    num_threads: int | None = 1,
 ) -> BootstrapSummary:
     """Fine-tune the checkpoint at ``base_dir`` on the labeled corpus at ``corpus_dir``; save it at ``out_dir``.
 
@@ -253,14 +270,15 @@ def warm_up(
         questioner_share: share of each batch drawn from questioner examples (rounded); the rest are
             reasoner examples. Each kind is drawn without replacement, reshuffled every epoch.
         num_threads: torch intra-op threads while training (restored afterwards); None keeps torch's
-            setting. On a busy machine 1 thread can be several times faster than 2 (measured: 0.33 s
-            vs 2.8 s per step on 2 shared cores), because OpenMP threads wait on each other.
+            setting. 1 by default: on 2 cores shared with other work (Ray, vLLM engines) one thread was
+            measured 8x faster than two (0.33 s vs 2.8 s per step), as OpenMP threads wait on each other.
 
     Raises:
         FileExistsError: if ``out_dir`` exists (nothing is overwritten).
         ValueError: on a bad argument or a corpus without QA pairs.
     """
     import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     if steps < 1 or batch_size < 1 or lr <= 0 or not 0.0 <= questioner_share <= 1.0:
         raise ValueError("need steps >= 1, batch_size >= 1, lr > 0 and 0 <= questioner_share <= 1")
@@ -269,82 +287,90 @@ def warm_up(
     if out.exists():
         raise FileExistsError(f"{out} exists; pick a new out_dir")
 
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        return _train(base_dir, corpus_dir, out, steps, batch_size, lr, seed, questioner_share, start)
-    finally:
-        torch.set_num_threads(previous_threads)
+    with _torch_threads(num_threads), _no_progress_bars():
+        torch.manual_seed(seed)
+        processor = AutoProcessor.from_pretrained(base_dir)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
+        questioner, reasoner = build_examples(processor, corpus_dir)
+        log.info("bootstrap: %d questioner + %d reasoner examples", len(questioner), len(reasoner))
+        n_questioner = round(questioner_share * batch_size)
+        history = _train(
+            model,
+            questioner,
+            reasoner,
+            processor.tokenizer.pad_token_id,
+            steps,
+            n_questioner,
+            batch_size,
+            lr,
+            seed,
+        )
+
+        final_loss = sum(history[-LOG_EVERY:]) / len(history[-LOG_EVERY:])
+        losses = tuple((step, history[step]) for step in sorted({*range(0, steps, LOG_EVERY), steps - 1}))
+        manifest = {
+            "format": "visplay-bootstrap/1",
+            "base_model_version": model_version(base_dir),
+            "corpus_ground_truth_sha256": _file_sha256(corpus_dir / GROUND_TRUTH_FILENAME),
+            "examples": {"questioner": len(questioner), "reasoner": len(reasoner)},
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "questioner_share": questioner_share,
+            "final_loss": final_loss,
+            "losses": [list(pair) for pair in losses],
+        }
+        _save_atomically(out, model, processor, manifest)
+    return BootstrapSummary(
+        steps=steps,
+        final_loss=final_loss,
+        losses=losses,
+        seconds=time.monotonic() - start,
+        out_dir=out,
+        model_version=model_version(out),
+    )
 
 
 def _train(
-    base_dir: Path,
-    corpus_dir: Path,
-    out: Path,
+    model: torch.nn.Module,
+    questioner: list[Example],
+    reasoner: list[Example],
+    pad_token_id: int,
     steps: int,
+    n_questioner: int,
     batch_size: int,
     lr: float,
     seed: int,
-    questioner_share: float,
-    start: float,
-) -> BootstrapSummary:
-    """The body of :func:`warm_up` (arguments already checked)."""
-    import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+) -> list[float]:
+    """Train ``model`` in place for ``steps`` AdamW steps; return the loss of every step.
 
-    torch.manual_seed(seed)
-    processor = AutoProcessor.from_pretrained(base_dir)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
-    model.train()
-    questioner, reasoner = build_examples(processor, corpus_dir)
+    Each step takes ``n_questioner`` questioner examples and ``batch_size - n_questioner`` reasoner examples,
+    each kind in a ``seed``-ed order that is reshuffled every epoch.
+    """
+    import torch
+
     rng = random.Random(seed)
     streams = (_shuffled_forever(questioner, rng), _shuffled_forever(reasoner, rng))
-    n_questioner = round(questioner_share * batch_size)
-
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, steps))
-    pad_id = processor.tokenizer.pad_token_id
+    model.train()
     history: list[float] = []
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         # Questioner prompts are ~3x longer than reasoner prompts: padding each kind separately saves work.
         parts = [[next(streams[0]) for _ in range(n_questioner)]]
         parts.append([next(streams[1]) for _ in range(batch_size - n_questioner)])
-        loss = batch_loss(model, [collate(part, pad_id) for part in parts if part])
+        loss = batch_loss(model, [collate(part, pad_token_id) for part in parts if part])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         history.append(float(loss.detach()))
-        if len(history) % LOG_EVERY == 0 or len(history) == steps:
-            log.info("bootstrap step %d/%d loss %.4f", len(history), steps, history[-1])
+        if step % LOG_EVERY == 0 or step == steps:
+            log.info("bootstrap step %d/%d loss %.4f", step, steps, history[-1])
     model.eval()
-
-    final_loss = sum(history[-LOG_EVERY:]) / len(history[-LOG_EVERY:])
-    logged = sorted({*range(0, steps, LOG_EVERY), steps - 1})
-    manifest = {
-        "format": "visplay-bootstrap/1",
-        "base_model_version": model_version(base_dir),
-        "corpus_ground_truth_sha256": _file_sha256(corpus_dir / GROUND_TRUTH_FILENAME),
-        "examples": {"questioner": len(questioner), "reasoner": len(reasoner)},
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "questioner_share": questioner_share,
-        "final_loss": final_loss,
-        "losses": [[step, history[step]] for step in logged],
-    }
-    _save_atomically(out, model, processor, manifest)
-    return BootstrapSummary(
-        steps=steps,
-        final_loss=final_loss,
-        losses=tuple((step, history[step]) for step in logged),
-        seconds=time.monotonic() - start,
-        out_dir=out,
-        model_version=model_version(out),
-    )
+    return history
 
 
 def _save_atomically(out: Path, model: Any, processor: Any, manifest: dict[str, Any]) -> None:

@@ -1,0 +1,202 @@
+"""GRPO update-step throughput and weight-sync cost, in one run.
+
+Prints:
+  * update step: tokens/s of one GRPO optimizer step (policy forward with images + backward + DeepSpeed
+    AdamW step + the reference model's forward for the KL term), over prompt+completion tokens and over
+    completion tokens, median of --steps steps after one warm-up step; peak memory;
+  * weight sync (--sync): seconds to push the trained weights into a running vLLM rollout actor through
+    the object store vs reloading that engine from an HF checkpoint directory, and their ratio.
+
+Usage:
+  python bench/grpo_step.py [--model DIR] [--batch 8] [--completion 64] [--steps 5] [--sync]
+  python bench/grpo_step.py --size 3b --device cuda     # GPU: random-weight Qwen2.5-VL-3B-size model, bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from visplay import prompts
+from visplay.config import GRPOConfig
+from visplay.rl import agg_loss, kl_penalty, policy_loss
+from visplay.train.grpo import deepspeed_config
+from visplay.train.policy import Sample, collate, completion_logprobs, load_policy
+
+QWEN25_VL_3B_TEXT = dict(
+    hidden_size=2048,
+    intermediate_size=11008,
+    num_hidden_layers=36,
+    num_attention_heads=16,
+    num_key_value_heads=2,
+)
+QWEN25_VL_3B_VISION = dict(
+    depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048
+)
+
+
+def random_3b(out: Path, like: Path) -> Path:
+    """A random-weight model with Qwen2.5-VL-3B's shapes, reusing `like`'s tokenizer and processor."""
+    from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    config = AutoConfig.from_pretrained(like)
+    for key, value in QWEN25_VL_3B_TEXT.items():
+        setattr(config.text_config, key, value)
+    for key, value in QWEN25_VL_3B_VISION.items():
+        setattr(config.vision_config, key, value)
+    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+    model.save_pretrained(out)
+    AutoProcessor.from_pretrained(like).save_pretrained(out)
+    return out
+
+
+def make_samples(processor, batch: int, completion: int) -> list[Sample]:
+    """`batch` questioner-prompt samples on distinct images, each with `completion` random tokens."""
+    text = prompts.render_prompt(prompts.questioner_messages())
+    vocab = processor.tokenizer.vocab_size
+    samples = []
+    for i in range(batch):
+        image = Image.new("RGB", (112, 112), (40 * i % 255, 90, 160))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        ids = processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0].tolist()
+        completion_ids = torch.randint(
+            0, vocab - 16, (completion,), generator=torch.Generator().manual_seed(i)
+        ).tolist()
+        samples.append(Sample(ids, completion_ids, buf.getvalue(), advantage=1.0 if i % 2 else -1.0))
+    return samples
+
+
+def update_steps(model_dir: str, args) -> None:
+    import deepspeed
+
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29533",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
+        os.environ.setdefault(key, value)
+    deepspeed.init_distributed(dist_backend="nccl" if args.device == "cuda" else "gloo")
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    model, processor = load_policy(model_dir, dtype=dtype)
+    ref, _ = load_policy(model_dir, dtype=dtype)
+    ref = ref.to(args.device).eval().requires_grad_(False)
+    grpo = GRPOConfig(bf16=args.device == "cuda", gradient_checkpointing=args.device == "cuda")
+    if grpo.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    engine, *_ = deepspeed.initialize(
+        model=model, model_parameters=model.parameters(), config=deepspeed_config(grpo)
+    )
+    tok = processor.tokenizer
+    batch = collate(
+        make_samples(processor, args.batch, args.completion),
+        processor.image_processor,
+        tok.convert_tokens_to_ids("<|image_pad|>"),
+        tok.pad_token_id or 0,
+    )
+    for name in (
+        "input_ids",
+        "attention_mask",
+        "mm_token_type_ids",
+        "pixel_values",
+        "image_grid_thw",
+        "completion_ids",
+        "completion_mask",
+        "completion_start",
+        "advantages",
+    ):
+        setattr(batch, name, getattr(batch, name).to(args.device))
+    total_tokens = int(batch.attention_mask.sum())
+    completion_tokens = int(batch.completion_mask.sum())
+    times = []
+    for _ in range(args.steps + 1):
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        logp, _ = completion_logprobs(engine, batch)
+        with torch.no_grad():
+            ref_logp, _ = completion_logprobs(ref, batch)
+        loss, _ = policy_loss(logp, logp.detach(), batch.advantages, batch.completion_mask)
+        loss = loss + grpo.kl_coef * agg_loss(kl_penalty(logp, ref_logp, "k3"), batch.completion_mask)
+        engine.backward(loss)
+        engine.step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    step = statistics.median(times[1:])
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model {model_dir}: {params / 1e6:.1f}M parameters, device {args.device}, dtype {dtype}")
+    print(f"update step: batch {args.batch} x ({total_tokens // args.batch} tokens, {args.completion} completion) "
+          f"median {step:.3f}s -> {total_tokens / step:,.0f} tokens/s ({completion_tokens / step:,.0f} completion tokens/s)")  # fmt: skip
+    if args.device == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    else:
+        import resource
+
+        print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+def sync_costs(model_dir: str) -> None:
+    import ray
+    from safetensors.torch import load_file
+
+    from visplay.config import load_config
+    from visplay.train.rollout import start_rollout_actors
+    from visplay.world.tiny_model import model_version
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    actor = start_rollout_actors(model_dir, model_version(model_dir), cfg.rollout_engine, 0, count=1)[0]
+    state = load_file(str(Path(model_dir) / "model.safetensors"))
+    push, reload = [], []
+    for i in range(5):
+        t0 = time.perf_counter()
+        ray.get(actor.push_weights.remote([ray.put(state)], f"v{i}"))
+        push.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ray.get(actor.reload_from_checkpoint.remote(model_dir, f"r{i}"))
+        reload.append(time.perf_counter() - t0)
+    p, r = statistics.median(push), statistics.median(reload)
+    print(
+        f"weight sync: push through the object store {p:.3f}s, reload from checkpoint {r:.3f}s, ratio reload/push {r / p:.2f}"
+    )
+    print("(an engine restart instead costs 40-170 s on 2 CPU cores: see bench/weight_sync.py)")
+    ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="HF checkpoint (default: build the tiny model)")
+    parser.add_argument("--size", choices=["tiny", "3b"], default="tiny")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--completion", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--sync", action="store_true", help="also time weight sync into a vLLM rollout actor")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    work = Path(tempfile.mkdtemp(prefix="visplay-grpo-bench-"))
+    if args.model is None:
+        from visplay.world.tiny_model import build_tiny_model
+
+        args.model = str(build_tiny_model(work / "tiny"))
+        if args.size == "3b":
+            args.model = str(random_3b(work / "3b", Path(args.model)))
+    update_steps(args.model, args)
+    if args.sync:
+        sync_costs(args.model)
+
+
+if __name__ == "__main__":
+    main()
