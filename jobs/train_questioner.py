@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
             sampling=cfg.generation.questioner_sampling, out_dir=cfg.run_dir / "train_questioner",
             mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
         )  # fmt: skip
-        tracking.log_artifact(result.checkpoint, "checkpoint")
 
     # --- cleanup -----------------------------------------------------------------------------------
     print(

@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
             grpo=cfg.reasoner_grpo, sampling=cfg.generation.reasoner_sampling, out_dir=cfg.run_dir / "train_reasoner",
             mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
         )  # fmt: skip
-        tracking.log_artifact(result.checkpoint, "checkpoint")
 
     # --- cleanup -----------------------------------------------------------------------------------
     print(

@@ -7,7 +7,7 @@ policy actor gets the starting weights pushed back (a push costs milliseconds; a
     per-step metrics and the checkpoint artifact;
   * reasoner: 4 steps killed after step 2 (the loop ends as a kill would, after its save) and restarted:
     the second run resumes at step 3, no step repeated or skipped, data order a function of the step;
-  * a verifiable toy reward (answer "red") rises over a few dozen steps.
+  * a verifiable toy reward (boxed answer "B") rises over a few dozen steps.
 """
 
 from __future__ import annotations
@@ -95,7 +95,6 @@ def test_questioner_grpo_updates_weights_syncs_engine_and_logs(
             out_dir=tmp_path / "q", rollout_actors=[policy_actor], mlflow_uri=tracking.tracking_uri(cfg),
             mlflow_run_id=run_id,
         )  # fmt: skip
-        tracking.log_artifact(result.checkpoint, "checkpoint")
     assert result is not None and result.steps == 2
     # Parameters changed, and the final checkpoint is a loadable HF directory with a new version.
     assert _weights_differ(Path(result.checkpoint), Path(bootstrapped_model)) > 0
@@ -134,8 +133,9 @@ def _question_set(unlabeled_corpus: Path, out: Path) -> tuple[str, str]:
 
 
 def test_reasoner_grpo_resumes_after_a_stop_without_repeating_or_skipping(
-    cfg, policy_actor, bootstrapped_model, unlabeled_corpus, tmp_path
+    cfg, policy_actor, bootstrapped_model, unlabeled_corpus, tmp_path, ray_local
 ):
+    ray = ray_local
     questions, images = _question_set(unlabeled_corpus, tmp_path / "gen")
     task = ReasonerTask.from_generation(questions, images, cfg.rewards, seed=0)
     assert [r.seed for r in task.requests(3, 2)] == [r.seed for r in task.requests(3, 2)]  # order = f(step)
@@ -153,27 +153,36 @@ def test_reasoner_grpo_resumes_after_a_stop_without_repeating_or_skipping(
         assert json.loads((tmp_path / "r" / "state" / "latest.json").read_text())["step"] == 2
         second = train_phase(cfg, **kwargs, mlflow_run_id=run_id)
     assert second is not None and second.steps == 4
+    assert _weights_differ(Path(second.checkpoint), Path(bootstrapped_model)) > 0
+    assert ray.get(policy_actor.version.remote()).endswith(
+        "reasoner-step4"
+    )  # the engine got step 4's weights
+    assert "checkpoint/model.safetensors" in [
+        a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "checkpoint")
+    ]
     history = mlflow.MlflowClient().get_metric_history(run_id, "reward_accuracy")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # each step exactly once across both runs
     again = train_phase(cfg, **kwargs)  # a finished phase is not trained again
     assert again.version == second.version
 
 
-class ToyRedTask(ReasonerTask):
-    """Reward 1 when the boxed answer is the word "red", else 0: verifiable, learnable by a tiny model."""
+class ToyWordTask(ReasonerTask):
+    """Reward 1 when the boxed answer is the word "B", else 0: verifiable, learnable by a tiny model.
+
+    The bootstrapped model answers multiple-choice questions with a letter, so "B" is sampled sometimes
+    but not always: the groups have reward variance to learn from.
+    """
 
     def score(self, step, requests, rollouts):
-        rewards = [
-            [float((extract_boxed(t) or "").strip().lower() == "red") for t in r.texts] for r in rollouts
-        ]
+        rewards = [[float((extract_boxed(t) or "").strip() == "B") for t in r.texts] for r in rollouts]
         flat = [x for row in rewards for x in row]
-        return StepScore(rewards, {"reward_red": sum(flat) / len(flat)})
+        return StepScore(rewards, {"reward_word": sum(flat) / len(flat)})
 
 
 def test_toy_reward_rises(cfg, policy_actor, bootstrapped_model, unlabeled_corpus, tmp_path):
     questions, images = _question_set(unlabeled_corpus, tmp_path / "gen")
     base = ReasonerTask.from_generation(questions, images, cfg.rewards, seed=0)
-    task = ToyRedTask(
+    task = ToyWordTask(
         questions=base.questions, silver=base.silver, images=base.images, rewards=cfg.rewards, seed=0
     )
     grpo = cfg.reasoner_grpo.model_copy(
@@ -194,11 +203,11 @@ def test_toy_reward_rises(cfg, policy_actor, bootstrapped_model, unlabeled_corpu
         )  # fmt: skip
     curve = [
         m.value
-        for m in sorted(mlflow.MlflowClient().get_metric_history(run_id, "reward_red"), key=lambda m: m.step)
+        for m in sorted(mlflow.MlflowClient().get_metric_history(run_id, "reward_word"), key=lambda m: m.step)
     ]
     first, last = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
     print(
         f"toy reward: first 5 steps {first:.3f}, last 5 steps {last:.3f}; curve {[round(c, 2) for c in curve]}"
     )
-    assert last > first + 0.2, curve
+    assert last >= min(first + 0.2, 0.95), curve
     assert torch.tensor(curve).isfinite().all()

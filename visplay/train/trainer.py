@@ -93,4 +93,8 @@ def train_phase(
                 ray.kill(actor)
     if not (final / "config.json").is_file():
         return None
+    if mlflow_run_id is not None:  # the phase's checkpoint is an artifact of its run
+        import mlflow
+
+        mlflow.MlflowClient(tracking_uri=mlflow_uri).log_artifacts(mlflow_run_id, str(final), "checkpoint")
     return PhaseResult(str(final), model_version(final), grpo.steps)
