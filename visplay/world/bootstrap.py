@@ -227,10 +227,6 @@ def _lr_factor(step: int, steps: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @contextmanager
 def _torch_threads(num_threads: int | None) -> Iterator[None]:
     """Run the block with ``num_threads`` torch intra-op threads (None: unchanged), then restore the setting."""
@@ -284,6 +280,7 @@ def warm_up(
         raise ValueError("need steps >= 1, batch_size >= 1, lr > 0 and 0 <= questioner_share <= 1")
     start = time.monotonic()
     base_dir, corpus_dir, out = Path(base_dir), Path(corpus_dir), Path(out_dir)
+    ground_truth = corpus_dir / GROUND_TRUTH_FILENAME
     if out.exists():
         raise FileExistsError(f"{out} exists; pick a new out_dir")
 
@@ -293,25 +290,15 @@ def warm_up(
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
         questioner, reasoner = build_examples(processor, corpus_dir)
         log.info("bootstrap: %d questioner + %d reasoner examples", len(questioner), len(reasoner))
-        n_questioner = round(questioner_share * batch_size)
-        history = _train(
-            model,
-            questioner,
-            reasoner,
-            processor.tokenizer.pad_token_id,
-            steps,
-            n_questioner,
-            batch_size,
-            lr,
-            seed,
-        )
+        n_questioner, pad_id = round(questioner_share * batch_size), processor.tokenizer.pad_token_id
+        history = _train(model, questioner, reasoner, pad_id, steps, n_questioner, batch_size, lr, seed)
 
         final_loss = sum(history[-LOG_EVERY:]) / len(history[-LOG_EVERY:])
         losses = tuple((step, history[step]) for step in sorted({*range(0, steps, LOG_EVERY), steps - 1}))
         manifest = {
             "format": "visplay-bootstrap/1",
             "base_model_version": model_version(base_dir),
-            "corpus_ground_truth_sha256": _file_sha256(corpus_dir / GROUND_TRUTH_FILENAME),
+            "corpus_ground_truth_sha256": hashlib.sha256(ground_truth.read_bytes()).hexdigest(),
             "examples": {"questioner": len(questioner), "reasoner": len(reasoner)},
             "steps": steps,
             "batch_size": batch_size,
