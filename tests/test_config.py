@@ -103,4 +103,6 @@ def test_readme_config_reference_matches_the_schema():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
     embedded = readme.split(start, 1)[1].split(end, 1)[0].strip()
-    assert embedded == reference_markdown(), "README config reference is stale: run `visplay config-reference`"
+    assert embedded == reference_markdown(), (
+        "README config reference is stale: run `visplay config-reference`"
+    )
