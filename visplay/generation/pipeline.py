@@ -69,6 +69,7 @@ class GenerationSummary:
         out |= {f"rejects_{k}": float(v) for k, v in self.rejects_by_reason.items()}
         out |= {f"drops_{k}": float(v) for k, v in self.drops_by_reason.items()}
         out |= {f"p_hist_{i / 10:.1f}": float(v) for i, v in enumerate(self.p_histogram)}
+        out["kept_fraction"] = self.kept / self.questions if self.questions else 0.0
         return out
 
 
