@@ -190,7 +190,7 @@ def test_toy_reward_rises(cfg, policy_actor, bootstrapped_model, unlabeled_corpu
             "steps": 30,
             "prompts_per_step": 4,
             "group_size": 8,
-            "lr": 3e-4,
+            "lr": 1e-3,
             "kl_coef": 0.0,
             "save_every": 1000,
         }
