@@ -6,8 +6,7 @@ policy actor gets the starting weights pushed back (a push costs milliseconds; a
   * questioner: 2 steps; parameters change, the rollout engine holds the trained weights, MLflow has the
     per-step metrics and the checkpoint artifact;
   * reasoner: 4 steps killed after step 2 (the loop ends as a kill would, after its save) and restarted:
-    the second run resumes at step 3, no step repeated or skipped, data order a function of the step;
-  * a verifiable toy reward (boxed answer "B") rises over a few dozen steps.
+    the second run resumes at step 3, no step repeated or skipped, data order a function of the step.
 """
 
 from __future__ import annotations
@@ -19,14 +18,12 @@ import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from visplay import tracking
 from visplay.config import load_config
-from visplay.rewards import extract_boxed
 from visplay.train.rollout import start_rollout_actors
-from visplay.train.tasks import QuestionerTask, ReasonerTask, StepScore
+from visplay.train.tasks import QuestionerTask, ReasonerTask
 from visplay.train.trainer import train_phase
 from visplay.world.corpus import read_ground_truth
 from visplay.world.tiny_model import model_version
@@ -164,50 +161,3 @@ def test_reasoner_grpo_resumes_after_a_stop_without_repeating_or_skipping(
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # each step exactly once across both runs
     again = train_phase(cfg, **kwargs)  # a finished phase is not trained again
     assert again.version == second.version
-
-
-class ToyWordTask(ReasonerTask):
-    """Reward 1 when the boxed answer is the word "B", else 0: verifiable, learnable by a tiny model.
-
-    The bootstrapped model answers multiple-choice questions with a letter, so "B" is sampled sometimes
-    but not always: the groups have reward variance to learn from.
-    """
-
-    def score(self, step, requests, rollouts):
-        rewards = [[float((extract_boxed(t) or "").strip() == "B") for t in r.texts] for r in rollouts]
-        flat = [x for row in rewards for x in row]
-        return StepScore(rewards, {"reward_word": sum(flat) / len(flat)})
-
-
-def test_toy_reward_rises(cfg, policy_actor, bootstrapped_model, unlabeled_corpus, tmp_path):
-    questions, images = _question_set(unlabeled_corpus, tmp_path / "gen")
-    base = ReasonerTask.from_generation(questions, images, cfg.rewards, seed=0)
-    task = ToyWordTask(
-        questions=base.questions, silver=base.silver, images=base.images, rewards=cfg.rewards, seed=0
-    )
-    grpo = cfg.reasoner_grpo.model_copy(
-        update={
-            "steps": 30,
-            "prompts_per_step": 4,
-            "group_size": 8,
-            "lr": 1e-3,
-            "kl_coef": 0.0,
-            "save_every": 1000,
-        }
-    )
-    with _mlflow_run(cfg, "toy-test") as run_id:
-        train_phase(
-            cfg, role="toy", task=task, checkpoint=str(bootstrapped_model), version=model_version(bootstrapped_model),
-            grpo=grpo, sampling=cfg.generation.reasoner_sampling, out_dir=tmp_path / "toy", rollout_actors=[policy_actor],
-            mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
-        )  # fmt: skip
-    curve = [
-        m.value
-        for m in sorted(mlflow.MlflowClient().get_metric_history(run_id, "reward_word"), key=lambda m: m.step)
-    ]
-    first, last = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
-    print(
-        f"toy reward: first 5 steps {first:.3f}, last 5 steps {last:.3f}; curve {[round(c, 2) for c in curve]}"
-    )
-    assert last >= min(first + 0.2, 0.95), curve
-    assert torch.tensor(curve).isfinite().all()
