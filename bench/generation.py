@@ -27,9 +27,7 @@ from visplay import prompts
 from visplay.config import load_config
 from visplay.data.images import read_images, to_pil
 from visplay.engine.llm import build_llm, sampling_params
-from visplay.engine.stage import EngineStage, engine_map_kwargs
-from visplay.generation.pipeline import Checkpoint, build_scored_dataset
-from visplay.generation.stages import ExplodeQuestions, QuestionerPrompts
+from visplay.generation.pipeline import Checkpoint, ask_questions, build_scored_dataset, score_questions
 from visplay.rewards import parse_questioner_output
 from visplay.seeds import derive_seed
 from visplay.world.bootstrap import warm_up
@@ -99,36 +97,9 @@ def pipeline_steady_state(cfg, model: Checkpoint, images: ray.data.Dataset) -> t
 
 def sequential(cfg, model: Checkpoint, images: ray.data.Dataset) -> float:
     """Wall seconds when the questioner stage's output is materialized before the reasoner stage starts."""
-    gen = cfg.generation
     started = time.perf_counter()
-    q = images.map_batches(QuestionerPrompts(cfg.seed), batch_format="pyarrow", num_cpus=0.25)
-    q = q.map_batches(
-        EngineStage,
-        fn_constructor_kwargs=dict(
-            checkpoint=model.path, checkpoint_id=model.version, engine=gen.questioner_engine,
-            sampling=gen.questioner_sampling, n=gen.questions_per_image, prefix="q_", seed=cfg.seed,
-        ),
-        **engine_map_kwargs(gen.questioner_engine),
-    ).map_batches(ExplodeQuestions(), batch_format="pyarrow", num_cpus=0.25).materialize()  # fmt: skip
-    # The second half of build_scored_dataset, over the materialized questions.
-    from visplay.generation.stages import ReasonerPrompts, ScoreQuestions
-
-    r = q.map_batches(ReasonerPrompts(cfg.seed), batch_format="pyarrow", num_cpus=0.25)
-    r = r.map_batches(
-        EngineStage,
-        fn_constructor_kwargs=dict(
-            checkpoint=model.path, checkpoint_id=model.version, engine=gen.reasoner_engine,
-            sampling=gen.reasoner_sampling, n=gen.answers_per_question, prefix="r_", seed=cfg.seed,
-        ),
-        **engine_map_kwargs(gen.reasoner_engine),
-    )  # fmt: skip
-    r = r.map_batches(
-        ScoreQuestions(gen, cfg.rewards),
-        batch_size=gen.score_batch_size,
-        batch_format="pyarrow",
-        num_cpus=0.25,
-    )
-    r.materialize()
+    questions = ask_questions(images, cfg, model).materialize()
+    score_questions(questions, cfg, model).materialize()
     return time.perf_counter() - started
 
 

@@ -77,27 +77,53 @@ def build_scored_dataset(
     images: ray.data.Dataset, cfg: Config, questioner: Checkpoint, reasoner: Checkpoint
 ) -> ray.data.Dataset:
     """The lazy streaming pipeline from image rows to scored question rows (nothing runs until consumed)."""
+    return score_questions(ask_questions(images, cfg, questioner), cfg, reasoner)
+
+
+def ask_questions(images: ray.data.Dataset, cfg: Config, questioner: Checkpoint) -> ray.data.Dataset:
+    """First half: image rows -> one parsed question row per questioner sample (image bytes carried on)."""
     gen = cfg.generation
     ds = images.map_batches(QuestionerPrompts(cfg.seed), **_LIGHT)
     ds = ds.map_batches(
         EngineStage,
-        fn_constructor_kwargs=dict(
-            checkpoint=questioner.path, checkpoint_id=questioner.version, engine=gen.questioner_engine,
-            sampling=gen.questioner_sampling, n=gen.questions_per_image, prefix="q_", seed=cfg.seed,
+        fn_constructor_kwargs=_engine_args(
+            questioner,
+            gen.questioner_engine,
+            gen.questioner_sampling,
+            gen.questions_per_image,
+            "q_",
+            cfg.seed,
         ),
         **engine_map_kwargs(gen.questioner_engine),
-    )  # fmt: skip
-    ds = ds.map_batches(ExplodeQuestions(), **_LIGHT)
-    ds = ds.map_batches(ReasonerPrompts(cfg.seed), **_LIGHT)
+    )
+    return ds.map_batches(ExplodeQuestions(), **_LIGHT)
+
+
+def score_questions(questions: ray.data.Dataset, cfg: Config, reasoner: Checkpoint) -> ray.data.Dataset:
+    """Second half: question rows -> m reasoner answers each -> votes, rewards and the keep decision."""
+    gen = cfg.generation
+    ds = questions.map_batches(ReasonerPrompts(cfg.seed), **_LIGHT)
     ds = ds.map_batches(
         EngineStage,
-        fn_constructor_kwargs=dict(
-            checkpoint=reasoner.path, checkpoint_id=reasoner.version, engine=gen.reasoner_engine,
-            sampling=gen.reasoner_sampling, n=gen.answers_per_question, prefix="r_", seed=cfg.seed,
+        fn_constructor_kwargs=_engine_args(
+            reasoner, gen.reasoner_engine, gen.reasoner_sampling, gen.answers_per_question, "r_", cfg.seed
         ),
         **engine_map_kwargs(gen.reasoner_engine),
-    )  # fmt: skip
+    )
     return ds.map_batches(ScoreQuestions(gen, cfg.rewards), batch_size=gen.score_batch_size, **_LIGHT)
+
+
+def _engine_args(model: Checkpoint, engine, sampling, n: int, prefix: str, seed: int) -> dict:
+    """EngineStage constructor arguments for one role."""
+    return dict(
+        checkpoint=model.path,
+        checkpoint_id=model.version,
+        engine=engine,
+        sampling=sampling,
+        n=n,
+        prefix=prefix,
+        seed=seed,
+    )
 
 
 def run_generation(
