@@ -7,9 +7,12 @@ Algorithm, for each iteration i = 1..iterations (Q_0 = R_0 = the base model):
                        label, p = agreement; keep p in [p_low, p_high], dedup                  -> question set
   3. train_reasoner    GRPO on R_{i-1} against the silver labels of that set                    -> R_i
   4. evaluate          (not built yet: the evaluation harness is a separate issue)
-Each phase writes a completion marker (visplay/phases.py) only when its outputs are complete; a restarted
+The job holds two vLLM rollout engines (questioner, reasoner) from start to end and loads each phase's
+weights into them; with generation.reuse_rollout_engines the generation pass uses them too, otherwise it
+starts autoscaling engine pools. Each phase writes a completion marker (visplay/phases.py) only when its outputs are complete; a restarted
 job skips finished phases and GRPO phases resume from their last saved step. MLflow: one parent run for
-the job, a nested run per iteration and per phase.
+the job, a nested run per iteration and per phase. After each iteration a one-screen summary is printed
+and <run_dir>/history.json and <run_dir>/curves.png are rewritten (and logged to MLflow).
 
 The embedded default builds a tiny Qwen2.5-VL offline, warms it up on a *labeled* synthetic split (the
 stand-in for an instruction-tuned checkpoint; no labels are used after that), and generates an
@@ -24,18 +27,88 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from dataclasses import replace
 
 import ray
 
-from visplay import runtime, tracking
+from visplay import report, runtime, tracking
+from visplay.config import Config
 from visplay.generation.pipeline import Checkpoint, run_generation
 from visplay.phases import Phase
-from visplay.train.rollout import start_rollout_actors
+from visplay.report import IterationRecord
+from visplay.train.rollout import load_checkpoint_into, start_rollout_actors
 from visplay.train.tasks import QuestionerTask, ReasonerTask
 from visplay.train.trainer import train_phase
 from visplay.world.embedded import ensure_base_model, ensure_corpus
 
 log = logging.getLogger("visplay.evolve")
+
+
+def train_questioner(
+    cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes]
+) -> dict:
+    """Phase 1: GRPO on the Questioner (its engine) against the frozen Reasoner (its engine)."""
+    phase = Phase(cfg.run_dir, it, "train_questioner")
+    if (out := phase.done()) is not None:
+        return out
+    with tracking.run(f"iter{it}-train_questioner", tags={"phase": phase.name}) as run_id:
+        load_checkpoint_into(questioner.engines, questioner.path, questioner.version)
+        load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
+        task = QuestionerTask(
+            images=images, reasoner=reasoner.engines[0], reasoner_sampling=cfg.generation.reasoner_sampling,
+            answers_per_question=cfg.generation.answers_per_question, rewards=cfg.rewards, seed=cfg.seed + it,
+        )  # fmt: skip
+        result = train_phase(
+            cfg, role="questioner", task=task, checkpoint=questioner.path, version=questioner.version,
+            grpo=cfg.questioner_grpo, sampling=cfg.generation.questioner_sampling, out_dir=phase.dir,
+            rollout_actors=list(questioner.engines), mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
+        )  # fmt: skip
+        return phase.complete(
+            {"checkpoint": result.checkpoint, "version": result.version, "from": questioner.version,
+             "steps": result.step_metrics}
+        )  # fmt: skip
+
+
+def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint) -> dict:
+    """Phase 2: the Ray Data pipeline writes the scored, filtered question set."""
+    phase = Phase(cfg.run_dir, it, "generate")
+    if (out := phase.done()) is not None:
+        return out
+    with tracking.run(f"iter{it}-generate", tags={"phase": phase.name}):
+        if cfg.generation.reuse_rollout_engines:
+            load_checkpoint_into(questioner.engines, questioner.path, questioner.version)
+            load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
+        else:  # the pipeline starts its own autoscaling engine pools
+            questioner, reasoner = replace(questioner, engines=()), replace(reasoner, engines=())
+        summary = run_generation(cfg, phase.dir, questioner=questioner, reasoner=reasoner)
+        tracking.log_metrics(summary.metrics())
+        return phase.complete({"files": summary.files, "kept": summary.kept, "questions": summary.questions})
+
+
+def train_reasoner(cfg: Config, it: int, reasoner: Checkpoint, question_set: dict) -> dict:
+    """Phase 3: GRPO on the Reasoner against the silver labels (skipped, and said so, when nothing was kept)."""
+    phase = Phase(cfg.run_dir, it, "train_reasoner")
+    if (out := phase.done()) is not None:
+        return out
+    if question_set["kept"] == 0:
+        log.warning("iteration %d: no kept questions, the Reasoner is not trained this iteration", it)
+        return phase.complete(
+            {"checkpoint": reasoner.path, "version": reasoner.version, "skipped": True, "steps": []}
+        )
+    with tracking.run(f"iter{it}-train_reasoner", tags={"phase": phase.name}) as run_id:
+        load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
+        files = question_set["files"]
+        task = ReasonerTask.from_generation(files["questions"], files["images"], cfg.rewards, cfg.seed + it)
+        result = train_phase(
+            cfg, role="reasoner", task=task, checkpoint=reasoner.path, version=reasoner.version,
+            grpo=cfg.reasoner_grpo, sampling=cfg.generation.reasoner_sampling, out_dir=phase.dir,
+            rollout_actors=list(reasoner.engines), mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
+        )  # fmt: skip
+        return phase.complete(
+            {"checkpoint": result.checkpoint, "version": result.version, "from": reasoner.version,
+             "steps": result.step_metrics}
+        )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,90 +117,67 @@ def main(argv: list[str] | None = None) -> int:
     base_path, base_version = ensure_base_model(cfg)
     ensure_corpus(cfg)
     tracking.setup(cfg)
-    uri = tracking.tracking_uri(cfg)
-    questioner = reasoner = Checkpoint(base_path, base_version)
+    # Two engines for the whole job, one per role; every phase loads the weights it needs into them
+    # (a push: milliseconds on the tiny model) instead of starting engines (a minute each on CPU).
+    q_engine, r_engine = start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2)
+    questioner = Checkpoint(base_path, base_version, engines=(q_engine,))
+    reasoner = Checkpoint(base_path, base_version, engines=(r_engine,))
     grpo_q = cfg.questioner_grpo
     images = QuestionerTask.load_images(cfg.corpus, limit=grpo_q.steps * grpo_q.prompts_per_step)
+    history = report.load_history(cfg.run_dir / "history.json")
+    history = [r for r in history if r.iteration <= cfg.iterations]
 
     # --- loop --------------------------------------------------------------------------------------
     with tracking.run(f"{cfg.name}-evolve", params=tracking.flat_params(cfg), tags={"job": "evolve"}):
         tracking.log_artifact(cfg.run_dir / "config.yaml")
         for it in range(1, cfg.iterations + 1):
             with tracking.run(f"iter{it}", tags={"iteration": str(it)}):
-                # 1. Questioner GRPO against the frozen current Reasoner
-                phase = Phase(cfg.run_dir, it, "train_questioner")
-                if (out := phase.done()) is None:
-                    with tracking.run(f"iter{it}-train_questioner", tags={"phase": phase.name}) as run_id:
-                        frozen = start_rollout_actors(
-                            reasoner.path, reasoner.version, cfg.rollout_engine, cfg.seed, count=1
-                        )[0]
-                        task = QuestionerTask(
-                            images=images, reasoner=frozen, reasoner_sampling=cfg.generation.reasoner_sampling,
-                            answers_per_question=cfg.generation.answers_per_question, rewards=cfg.rewards, seed=cfg.seed + it,
-                        )  # fmt: skip
-                        result = train_phase(
-                            cfg, role="questioner", task=task, checkpoint=questioner.path, version=questioner.version,
-                            grpo=grpo_q, sampling=cfg.generation.questioner_sampling, out_dir=phase.dir,
-                            mlflow_uri=uri, mlflow_run_id=run_id,
-                        )  # fmt: skip
-                        ray.kill(frozen)
-                        out = phase.complete(
-                            {
-                                "checkpoint": result.checkpoint,
-                                "version": result.version,
-                                "from": questioner.version,
-                            }
-                        )
-                questioner = Checkpoint(out["checkpoint"], out["version"])
-
-                # 2. Generate, label and filter a question set
-                phase = Phase(cfg.run_dir, it, "generate")
-                if (out := phase.done()) is None:
-                    with tracking.run(f"iter{it}-generate", tags={"phase": phase.name}):
-                        summary = run_generation(cfg, phase.dir, questioner=questioner, reasoner=reasoner)
-                        tracking.log_metrics(summary.metrics())
-                        out = phase.complete(
-                            {"files": summary.files, "kept": summary.kept, "questions": summary.questions}
-                        )
-                log.info("iteration %d: %d of %d questions kept", it, out["kept"], out["questions"])
-
-                # 3. Reasoner GRPO on the silver labels
-                phase = Phase(cfg.run_dir, it, "train_reasoner")
-                if (done := phase.done()) is None and out["kept"] == 0:
-                    log.warning(
-                        "iteration %d: no kept questions, the Reasoner is not trained this iteration", it
-                    )
-                    done = phase.complete(
-                        {"checkpoint": reasoner.path, "version": reasoner.version, "skipped": True}
-                    )
-                if done is None:
-                    with tracking.run(f"iter{it}-train_reasoner", tags={"phase": phase.name}) as run_id:
-                        task = ReasonerTask.from_generation(
-                            out["files"]["questions"], out["files"]["images"], cfg.rewards, cfg.seed + it
-                        )
-                        result = train_phase(
-                            cfg, role="reasoner", task=task, checkpoint=reasoner.path, version=reasoner.version,
-                            grpo=cfg.reasoner_grpo, sampling=cfg.generation.reasoner_sampling, out_dir=phase.dir,
-                            mlflow_uri=uri, mlflow_run_id=run_id,
-                        )  # fmt: skip
-                        done = phase.complete(
-                            {
-                                "checkpoint": result.checkpoint,
-                                "version": result.version,
-                                "from": reasoner.version,
-                            }
-                        )
-                reasoner = Checkpoint(done["checkpoint"], done["version"])
-
-                # 4. Evaluate: not built yet; say so rather than pretend
+                seconds: dict[str, float] = {}
+                with _phase(it, cfg.iterations, "train_questioner", seconds):
+                    q_out = train_questioner(cfg, it, questioner, reasoner, images)
+                questioner = Checkpoint(q_out["checkpoint"], q_out["version"], engines=(q_engine,))
+                with _phase(it, cfg.iterations, "generate", seconds):
+                    question_set = generate(cfg, it, questioner, reasoner)
+                with _phase(it, cfg.iterations, "train_reasoner", seconds):
+                    r_out = train_reasoner(cfg, it, reasoner, question_set)
+                reasoner = Checkpoint(r_out["checkpoint"], r_out["version"], engines=(r_engine,))
                 log.warning("iteration %d: evaluation is not implemented yet (evaluation-harness issue)", it)
+
+                record = IterationRecord.collect(
+                    it, question_set["files"], q_out["steps"], r_out["steps"], seconds=seconds
+                )
+                history = [r for r in history if r.iteration != it] + [record]
+                print(report.summary_text(record), flush=True)
+                tracking.log_metrics({"kept": record.kept, "questions": record.questions}, step=it)
+                for path in (
+                    report.save_history(history, cfg.run_dir / "history.json"),
+                    report.plot_history(history, cfg.run_dir / "curves.png"),
+                ):
+                    tracking.log_artifact(path)
 
     # --- cleanup -----------------------------------------------------------------------------------
     print(f"questioner {questioner.path} ({questioner.version[:12]})")
     print(f"reasoner   {reasoner.path} ({reasoner.version[:12]})")
+    print(f"history    {cfg.run_dir / 'history.json'}, curves {cfg.run_dir / 'curves.png'}")
     print("not run: evaluation (not implemented yet); see README 'Status'")
     ray.shutdown()
     return 0
+
+
+class _phase:
+    """Live line per phase: '[iter 1/3] train_questioner ...' then '... done in 93s' (or 'skipped: done')."""
+
+    def __init__(self, it: int, total: int, name: str, seconds: dict[str, float]) -> None:
+        self.label, self.name, self.seconds = f"[iter {it}/{total}] {name}", name, seconds
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+        print(f"{self.label} ...", flush=True)
+
+    def __exit__(self, *exc) -> None:
+        self.seconds[self.name] = time.perf_counter() - self.started
+        status = "failed" if exc[0] is not None else "done"
+        print(f"{self.label} {status} in {self.seconds[self.name]:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

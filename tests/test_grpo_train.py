@@ -1,7 +1,8 @@
 """GRPO for both roles on Ray Train + DeepSpeed (2 CPU workers, gloo, ZeRO-2), with real vLLM rollout actors.
 
-One policy rollout actor and one frozen-reasoner actor serve every test of the module: between tests the
-policy actor gets the starting weights pushed back (a push costs milliseconds; an engine start a minute).
+One policy rollout actor and one frozen-reasoner actor (conftest's ``rollout_actors``) serve every GRPO test:
+between tests the policy actor gets the starting weights pushed back (a push costs milliseconds; an engine
+start a minute).
 
   * questioner: 2 steps; parameters change, the rollout engine holds the trained weights, MLflow has the
     per-step metrics and the checkpoint artifact;
@@ -22,7 +23,6 @@ from safetensors.torch import load_file
 
 from visplay import tracking
 from visplay.config import load_config
-from visplay.train.rollout import start_rollout_actors
 from visplay.train.tasks import QuestionerTask, ReasonerTask
 from visplay.train.trainer import train_phase
 from visplay.world.corpus import read_ground_truth
@@ -36,27 +36,6 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 def cfg(tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo")
     return load_config(CONFIG, [f"out_dir={out}", "generation.answers_per_question=4"])
-
-
-@pytest.fixture(scope="module")
-def actors(ray_local, bootstrapped_model, cfg):
-    """(policy rollout actor, frozen reasoner actor), both on the bootstrapped model."""
-    version = model_version(bootstrapped_model)
-    policy, reasoner = start_rollout_actors(
-        bootstrapped_model, version, cfg.rollout_engine, cfg.seed, count=2
-    )
-    yield policy, reasoner
-    ray_local.kill(policy)
-    ray_local.kill(reasoner)
-
-
-@pytest.fixture()
-def policy_actor(actors, bootstrapped_model, ray_local):
-    """The policy actor reset to the bootstrapped weights."""
-    policy, _ = actors
-    state = load_file(str(Path(bootstrapped_model) / "model.safetensors"))
-    ray_local.get(policy.push_weights.remote([ray_local.put(state)], model_version(bootstrapped_model)))
-    return policy
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +54,9 @@ def _weights_differ(a: Path, b: Path) -> float:
 
 
 def test_questioner_grpo_updates_weights_syncs_engine_and_logs(
-    cfg, actors, policy_actor, bootstrapped_model, images, tmp_path, ray_local
+    cfg, rollout_actors, policy_actor, bootstrapped_model, images, tmp_path, ray_local
 ):
-    _, reasoner = actors
+    _, reasoner = rollout_actors
     grpo = cfg.questioner_grpo.model_copy(
         update={"steps": 2, "prompts_per_step": 2, "group_size": 4, "save_every": 2}
     )

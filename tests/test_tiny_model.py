@@ -202,20 +202,21 @@ def test_cli_make_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 @pytest.fixture(scope="module")
 def engine(model_dir):
-    from vllm import LLM
+    """A vLLM engine in this process (visplay.engine.build_llm, in_process: no engine child processes)."""
+    from visplay.config import EngineConfig
+    from visplay.engine.llm import build_llm
 
-    llm = LLM(
-        model=str(model_dir),
+    cfg = EngineConfig(
         dtype="float32",  # vLLM's "auto" would downcast the fp32 checkpoint to bf16
         kv_cache_memory_bytes=64 << 20,  # on CPU, gpu_memory_utilization=0.1 can leave a negative KV budget
         enforce_eager=True,
         max_model_len=512,
         max_num_seqs=8,
-        limit_mm_per_prompt={"image": 1, "video": 0},
-        seed=0,
+        in_process=True,
     )
+    llm = build_llm(model_dir, cfg, seed=0)
     yield llm
-    llm.llm_engine.engine_core.shutdown()  # free the engine processes now, not at interpreter exit
+    llm.llm_engine.engine_core.shutdown()  # free the engine's memory now, not at interpreter exit
 
 
 @pytest.mark.slow

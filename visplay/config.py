@@ -126,6 +126,10 @@ class EngineConfig(_Section):
     """Weights/activation dtype inside vLLM."""
     enforce_eager: bool = True
     """Skip graph capture/compilation (fast start; use False on GPUs for throughput)."""
+    in_process: bool = False
+    """Run vLLM's engine core and its one worker inside the actor's process instead of two child processes
+    (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, uniproc executor). On CPU this skips two Python+torch+vLLM
+    start-ups, about two thirds of an engine's start time; needs tensor_parallel_size 1."""
     min_actors: int = Field(1, ge=1)
     """Smallest engine actor pool (autoscaling lower bound)."""
     max_actors: int = Field(1, ge=1)
@@ -134,11 +138,16 @@ class EngineConfig(_Section):
     """Rows per `map_batches` call."""
     max_restarts: int = Field(2, ge=0)
     """Times Ray restarts a crashed engine actor before the stage fails."""
+    resources: dict[str, float] = {}
+    """Custom Ray resources per engine actor, e.g. ``{engine_node: 1}`` to place engines on the
+    ``gpu_engines`` group of cluster.yaml (the autoscaler then adds nodes of that group)."""
 
     @model_validator(mode="after")
     def _check_pool(self) -> EngineConfig:
         if self.max_actors < self.min_actors:
             raise ValueError("max_actors must be >= min_actors")
+        if self.in_process and self.tensor_parallel_size > 1:
+            raise ValueError("in_process needs tensor_parallel_size 1")
         return self
 
 
@@ -178,6 +187,10 @@ class GenerationConfig(_Section):
     """Drop a kept question whose normalised text repeats anywhere in the output ('corpus') or on its image."""
     score_batch_size: int = Field(16, ge=1)
     """Questions per scoring batch: the window of the BLEU diversity clusters."""
+    reuse_rollout_engines: bool = False
+    """In jobs/evolve.py, generate with the job's two warm rollout engines (questioner, reasoner) instead of
+    starting engine pools; the embedded default sets it (an engine start costs about a minute on CPU), on a
+    cluster the autoscaling pools of questioner_engine/reasoner_engine scale with the corpus."""
 
     @model_validator(mode="after")
     def _check_band(self) -> GenerationConfig:
@@ -259,8 +272,52 @@ class RayConfig(_Section):
     """CPUs per Ray Train worker."""
     gpus_per_train_worker: float = Field(0.0, ge=0)
     """GPUs per Ray Train worker (0 on CPU)."""
+    train_worker_resources: dict[str, float] = {}
+    """Custom Ray resources per Ray Train worker, e.g. ``{trainer_node: 1}`` for cluster.yaml's
+    ``gpu_trainers`` group."""
     collective_backend: Literal["gloo", "nccl"] = "gloo"
     """torch.distributed backend: gloo on CPU, nccl on GPUs."""
+
+
+class ServeConfig(_Section):
+    """The Reasoner behind an OpenAI-compatible ``/v1/chat/completions`` (Ray Serve, ``jobs/serve.py``)."""
+
+    checkpoint: str | None = None
+    """HF checkpoint to serve; None: the Reasoner of the last finished iteration of this run, else the base."""
+    model_name: str = "visplay-reasoner"
+    """The ``model`` name clients send and responses carry."""
+    host: str = "127.0.0.1"
+    """Address the HTTP proxy binds (0.0.0.0 to serve beyond this machine)."""
+    port: int = Field(8000, ge=1, le=65535)
+    """HTTP port."""
+    engine: EngineConfig = EngineConfig()
+    """The engine of each replica (``num_cpus``/``num_gpus`` are the replica's resources)."""
+    min_replicas: int = Field(1, ge=1)
+    """Autoscaling lower bound."""
+    max_replicas: int = Field(1, ge=1)
+    """Autoscaling upper bound."""
+    target_ongoing_requests: float = Field(8.0, gt=0)
+    """Requests in flight per replica the autoscaler aims for."""
+    max_batch_size: int = Field(8, ge=1)
+    """Requests a replica sends to its engine in one call (Serve batching)."""
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    """How long a replica waits to fill a batch."""
+    max_image_bytes: int = Field(8 << 20, ge=1)
+    """Largest decoded image accepted (larger: HTTP 413)."""
+    max_image_pixels: int = Field(4_000_000, ge=1)
+    """Largest image (width x height) accepted (larger: HTTP 413)."""
+    max_tokens: int = Field(256, ge=1)
+    """Upper bound and default of a request's ``max_tokens``."""
+    max_n: int = Field(8, ge=1)
+    """Upper bound of a request's ``n``."""
+    add_reasoner_instruction: bool = True
+    """Append the training-time "reason step by step ... \\boxed{}" instruction to the user's question."""
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> ServeConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
 
 
 class MLflowConfig(_Section):
@@ -301,6 +358,8 @@ class Config(_Section):
     """Ray resources."""
     mlflow: MLflowConfig = MLflowConfig()
     """Tracking."""
+    serve: ServeConfig = ServeConfig()
+    """Serving the evolved Reasoner."""
 
     @property
     def run_dir(self) -> Path:

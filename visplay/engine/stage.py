@@ -83,27 +83,19 @@ class EngineStage:
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        missing = [c for c in INPUT_COLUMNS if c not in batch.column_names]
-        if missing:
-            raise ValueError(f"EngineStage({self.prefix}) needs columns {INPUT_COLUMNS}, missing {missing}")
-        rows = batch.select(list(INPUT_COLUMNS)).to_pylist()
+        rows = _input_rows(batch, f"EngineStage({self.prefix})")
         started = time.perf_counter()
         results = self._generate_rows(rows)
-        per_row_seconds = (time.perf_counter() - started) / max(len(rows), 1)
-        columns: dict[str, list[Any]] = {f.name: [] for f in OUTPUT_FIELDS}
-        for row, (texts, token_ids, error) in zip(rows, results, strict=True):
-            columns["completions"].append(texts)
-            columns["completion_token_ids"].append(token_ids)
-            columns["num_generated_tokens"].append(sum(len(t) for t in token_ids))
-            columns["sampling"].append(sampling_record(self.sampling, self.n, row["row_seed"]))
-            columns["engine_ckpt"].append(self.checkpoint_id)
-            columns["engine_error"].append(error)
-            columns["engine_seconds"].append(per_row_seconds)
-        for field in OUTPUT_FIELDS:
-            batch = batch.append_column(
-                pa.field(self.prefix + field.name, field.type), pa.array(columns[field.name], field.type)
-            )
-        return batch
+        return append_outputs(
+            batch,
+            rows,
+            results,
+            time.perf_counter() - started,
+            self.sampling,
+            self.n,
+            self.checkpoint_id,
+            self.prefix,
+        )
 
     def _generate_rows(self, rows: list[dict]) -> list[tuple[list[str], list[list[int]], str]]:
         """(texts, token ids, error text or "") per row; rows with a null prompt are passed through."""
@@ -155,6 +147,98 @@ class EngineStage:
             os._exit(1)
 
 
+def _input_rows(batch: pa.Table, who: str) -> list[dict]:
+    """The rows of the stage's input columns; a missing column is an error naming the stage."""
+    missing = [c for c in INPUT_COLUMNS if c not in batch.column_names]
+    if missing:
+        raise ValueError(f"{who} needs columns {INPUT_COLUMNS}, missing {missing}")
+    return batch.select(list(INPUT_COLUMNS)).to_pylist()
+
+
+def append_outputs(
+    batch: pa.Table,
+    rows: list[dict],
+    results: list[tuple[list[str], list[list[int]], str]],
+    seconds: float,
+    sampling: SamplingConfig,
+    n: int,
+    checkpoint_id: str,
+    prefix: str,
+) -> pa.Table:
+    """``batch`` plus the :data:`OUTPUT_FIELDS` columns (prefixed) built from one (texts, ids, error) per row."""
+    per_row_seconds = seconds / max(len(rows), 1)
+    columns: dict[str, list[Any]] = {f.name: [] for f in OUTPUT_FIELDS}
+    for row, (texts, token_ids, error) in zip(rows, results, strict=True):
+        columns["completions"].append(texts)
+        columns["completion_token_ids"].append(token_ids)
+        columns["num_generated_tokens"].append(sum(len(t) for t in token_ids))
+        columns["sampling"].append(sampling_record(sampling, n, row["row_seed"]))
+        columns["engine_ckpt"].append(checkpoint_id)
+        columns["engine_error"].append(error)
+        columns["engine_seconds"].append(per_row_seconds)
+    for field in OUTPUT_FIELDS:
+        batch = batch.append_column(
+            pa.field(prefix + field.name, field.type), pa.array(columns[field.name], field.type)
+        )
+    return batch
+
+
+class RolloutEngineStage:
+    """The same stage, served by running rollout actors (:class:`visplay.train.rollout.RolloutActor`).
+
+    Used when the job already holds warm engines with exactly the weights to generate from (the embedded
+    default reuses its two rollout engines, since an engine start costs a minute on CPU). The stage itself
+    is light: it forwards each batch to one of ``actors`` (round robin) and checks that every rollout came
+    from ``checkpoint_id``; a mismatch (an actor restarted on other weights, or was pushed new ones) is an
+    error, never a silently mislabelled row.
+    """
+
+    def __init__(
+        self, actors: list, checkpoint_id: str, sampling: SamplingConfig, n: int, prefix: str
+    ) -> None:
+        if not actors:
+            raise ValueError("RolloutEngineStage needs at least one rollout actor")
+        self.actors, self.checkpoint_id, self.sampling, self.n, self.prefix = (
+            actors,
+            checkpoint_id,
+            sampling,
+            n,
+            prefix,
+        )
+        self.calls = 0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import ray
+
+        from visplay.train.rollout import RolloutRequest
+
+        rows = _input_rows(batch, f"RolloutEngineStage({self.prefix})")
+        active = [i for i, row in enumerate(rows) if row["prompt"] is not None]
+        requests = [RolloutRequest(rows[i]["prompt"], rows[i]["image"], rows[i]["row_seed"]) for i in active]
+        actor = self.actors[self.calls % len(self.actors)]
+        self.calls += 1
+        started = time.perf_counter()
+        rollouts = ray.get(actor.generate.remote(requests, self.sampling, self.n)) if requests else []
+        results: list[tuple[list[str], list[list[int]], str]] = [([], [], "")] * len(rows)
+        for i, rollout in zip(active, rollouts, strict=True):
+            if rollout.version != self.checkpoint_id:
+                raise RuntimeError(
+                    f"rollout actor holds weights {rollout.version!r}, expected {self.checkpoint_id!r} "
+                    f"({self.prefix} stage); it was restarted or pushed other weights"
+                )
+            results[i] = (list(rollout.texts), [list(t) for t in rollout.token_ids], "")
+        return append_outputs(
+            batch,
+            rows,
+            results,
+            time.perf_counter() - started,
+            self.sampling,
+            self.n,
+            self.checkpoint_id,
+            self.prefix,
+        )
+
+
 def engine_map_kwargs(engine: EngineConfig) -> dict[str, Any]:
     """``map_batches`` keyword arguments that place an engine stage: autoscaling pool, resources, retries."""
     return {
@@ -163,6 +247,7 @@ def engine_map_kwargs(engine: EngineConfig) -> dict[str, Any]:
         "concurrency": (engine.min_actors, engine.max_actors),
         "num_cpus": engine.num_cpus,
         "num_gpus": engine.num_gpus,
+        "resources": engine.resources,
         "max_restarts": engine.max_restarts,
         "max_task_retries": -1 if engine.max_restarts > 0 else 0,
     }

@@ -27,7 +27,7 @@ import ray
 
 from visplay.config import Config
 from visplay.data.images import ImageRead, read_images, write_rejects
-from visplay.engine.stage import EngineStage, engine_map_kwargs
+from visplay.engine.stage import EngineStage, RolloutEngineStage, engine_map_kwargs
 from visplay.generation.dedup import dedup_and_cap
 from visplay.generation.stages import ExplodeQuestions, QuestionerPrompts, ReasonerPrompts, ScoreQuestions
 
@@ -38,10 +38,16 @@ _LIGHT = {"batch_format": "pyarrow", "num_cpus": 0.25}  # cheap per-row Python s
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A model directory and the version id recorded with everything it generates."""
+    """A model directory and the version id recorded with everything it generates.
+
+    ``engines``: running rollout actors that hold exactly these weights. When given, the pipeline's engine
+    stage forwards to them (:class:`~visplay.engine.stage.RolloutEngineStage`) instead of starting its own
+    autoscaling pool of engines: the embedded default reuses its warm engines, a cluster leaves it empty.
+    """
 
     path: str
     version: str
+    engines: tuple = ()
 
 
 @dataclass
@@ -84,17 +90,14 @@ def ask_questions(images: ray.data.Dataset, cfg: Config, questioner: Checkpoint)
     """First half: image rows -> one parsed question row per questioner sample (image bytes carried on)."""
     gen = cfg.generation
     ds = images.map_batches(QuestionerPrompts(cfg.seed), **_LIGHT)
-    ds = ds.map_batches(
-        EngineStage,
-        fn_constructor_kwargs=_engine_args(
-            questioner,
-            gen.questioner_engine,
-            gen.questioner_sampling,
-            gen.questions_per_image,
-            "q_",
-            cfg.seed,
-        ),
-        **engine_map_kwargs(gen.questioner_engine),
+    ds = _engine_stage(
+        ds,
+        questioner,
+        gen.questioner_engine,
+        gen.questioner_sampling,
+        gen.questions_per_image,
+        "q_",
+        cfg.seed,
     )
     return ds.map_batches(ExplodeQuestions(), **_LIGHT)
 
@@ -103,27 +106,29 @@ def score_questions(questions: ray.data.Dataset, cfg: Config, reasoner: Checkpoi
     """Second half: question rows -> m reasoner answers each -> votes, rewards and the keep decision."""
     gen = cfg.generation
     ds = questions.map_batches(ReasonerPrompts(cfg.seed), **_LIGHT)
-    ds = ds.map_batches(
-        EngineStage,
-        fn_constructor_kwargs=_engine_args(
-            reasoner, gen.reasoner_engine, gen.reasoner_sampling, gen.answers_per_question, "r_", cfg.seed
-        ),
-        **engine_map_kwargs(gen.reasoner_engine),
+    ds = _engine_stage(
+        ds, reasoner, gen.reasoner_engine, gen.reasoner_sampling, gen.answers_per_question, "r_", cfg.seed
     )
     return ds.map_batches(ScoreQuestions(gen, cfg.rewards), batch_size=gen.score_batch_size, **_LIGHT)
 
 
-def _engine_args(model: Checkpoint, engine, sampling, n: int, prefix: str, seed: int) -> dict:
-    """EngineStage constructor arguments for one role."""
-    return dict(
-        checkpoint=model.path,
-        checkpoint_id=model.version,
-        engine=engine,
-        sampling=sampling,
-        n=n,
-        prefix=prefix,
+def _engine_stage(
+    ds: ray.data.Dataset, model: Checkpoint, engine, sampling, n: int, prefix: str, seed: int
+) -> ray.data.Dataset:
+    """Add one role's engine stage: its own engine actor pool, or the model's running rollout engines."""
+    if model.engines:
+        stage_args = dict(
+            actors=list(model.engines), checkpoint_id=model.version, sampling=sampling, n=n, prefix=prefix
+        )
+        return ds.map_batches(
+            RolloutEngineStage, fn_constructor_kwargs=stage_args, batch_size=engine.batch_size,
+            concurrency=len(model.engines), **_LIGHT,
+        )  # fmt: skip
+    stage_args = dict(
+        checkpoint=model.path, checkpoint_id=model.version, engine=engine, sampling=sampling, n=n, prefix=prefix,
         seed=seed,
-    )
+    )  # fmt: skip
+    return ds.map_batches(EngineStage, fn_constructor_kwargs=stage_args, **engine_map_kwargs(engine))
 
 
 def run_generation(

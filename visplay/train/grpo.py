@@ -32,6 +32,9 @@ from visplay.config import GRPOConfig, SamplingConfig
 from visplay.rl import agg_loss, group_advantages, kl_penalty, masked_mean, policy_loss, zero_variance_groups
 from visplay.train.policy import Sample, collate, completion_logprobs, load_policy
 
+METRICS_FILE = "metrics.jsonl"
+"""Per-step metrics of a phase, one JSON object per line, in the phase's ``out_dir`` (rank 0 writes it)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -282,6 +285,9 @@ def _save_hf(engine, processor, final: Path, job: GRPOJob) -> None:
 
 
 def _log_metrics(job: GRPOJob, metrics: dict[str, float], step: int) -> None:
+    """Append the step's metrics to ``<out_dir>/metrics.jsonl`` (read back by visplay.report) and MLflow."""
+    with open(Path(job.out_dir) / METRICS_FILE, "a") as f:
+        f.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
     if job.mlflow_run_id is None:
         return
     import mlflow

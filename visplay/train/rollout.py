@@ -272,6 +272,7 @@ def rollout_actor_options(engine: EngineConfig) -> dict[str, Any]:
     return {
         "num_cpus": engine.num_cpus,
         "num_gpus": engine.num_gpus,
+        "resources": engine.resources,
         "max_restarts": engine.max_restarts,
         "max_task_retries": -1 if engine.max_restarts > 0 else 0,
     }
@@ -295,3 +296,28 @@ def start_rollout_actors(
     ]
     ray.get([actor.version.remote() for actor in actors])
     return actors
+
+
+def load_checkpoint_into(actors: Sequence[ActorHandle], checkpoint: str | Path, version: str) -> bool:
+    """Make every actor hold ``checkpoint``'s weights under ``version``; push only where they differ.
+
+    Reads the checkpoint's ``*.safetensors`` once and pushes through the object store (no engine restart).
+    Returns True when something was pushed. Raises FileNotFoundError naming the checkpoint without weights.
+    """
+    from safetensors.torch import load_file
+
+    stale = [
+        a for a, v in zip(actors, ray.get([a.version.remote() for a in actors]), strict=True) if v != version
+    ]
+    if not stale:
+        return False
+    files = sorted(Path(checkpoint).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in checkpoint {checkpoint}")
+    state: dict = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    ref = ray.put(state)
+    ray.get([a.push_weights.remote([ref], version) for a in stale])
+    log.info("loaded %s (%s) into %d rollout actor(s)", checkpoint, version[:12], len(stale))
+    return True

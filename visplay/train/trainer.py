@@ -15,18 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visplay.config import Config, GRPOConfig, SamplingConfig
-from visplay.train.grpo import GRPOJob, train_loop
+from visplay.report import read_step_metrics
+from visplay.train.grpo import METRICS_FILE, GRPOJob, train_loop
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PhaseResult:
-    """Where a finished phase left its HF checkpoint, and that checkpoint's version id."""
+    """Where a finished phase left its HF checkpoint, that checkpoint's version id, and its per-step metrics."""
 
     checkpoint: str
     version: str
     steps: int
+    step_metrics: list[dict]
 
 
 def train_phase(
@@ -55,7 +57,9 @@ def train_phase(
     final = out_dir / "final"
     if (final / "config.json").is_file():
         log.info("%s phase already finished at %s", role, final)
-        return PhaseResult(str(final), model_version(final), grpo.steps)
+        return PhaseResult(
+            str(final), model_version(final), grpo.steps, read_step_metrics(out_dir / METRICS_FILE)
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     own_actors = rollout_actors is None  # started here -> stopped here; passed-in actors are the caller's
     actors = rollout_actors or start_rollout_actors(
@@ -67,7 +71,7 @@ def train_phase(
         mlflow_run_id=mlflow_run_id, stop_after_step=stop_after_step,
     )  # fmt: skip
     use_gpu = cfg.ray.gpus_per_train_worker > 0
-    resources = {"CPU": cfg.ray.cpus_per_train_worker}
+    resources = {"CPU": cfg.ray.cpus_per_train_worker, **cfg.ray.train_worker_resources}
     if use_gpu:
         resources["GPU"] = cfg.ray.gpus_per_train_worker
     trainer = TorchTrainer(
@@ -97,4 +101,6 @@ def train_phase(
         import mlflow
 
         mlflow.MlflowClient(tracking_uri=mlflow_uri).log_artifacts(mlflow_run_id, str(final), "checkpoint")
-    return PhaseResult(str(final), model_version(final), grpo.steps)
+    return PhaseResult(
+        str(final), model_version(final), grpo.steps, read_step_metrics(out_dir / METRICS_FILE)
+    )

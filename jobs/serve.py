@@ -1,0 +1,67 @@
+"""Serve the evolved Reasoner behind an OpenAI-compatible API (Ray Serve + vLLM).
+
+What is served: ``serve.checkpoint`` when given, else the Reasoner of the newest finished iteration of the
+run named by the config (its ``train_reasoner`` completion marker), else the base model. Every response
+names it: ``"visplay": {"checkpoint", "checkpoint_id", "iteration"}`` in the body and
+``x-visplay-checkpoint-id`` / ``x-visplay-iteration`` headers.
+
+    POST /v1/chat/completions   OpenAI chat format, one image per request as a base64 data URL
+    GET  /v1/models
+
+Launch (blocks until Ctrl-C; replicas autoscale between serve.min_replicas and serve.max_replicas):
+  python jobs/serve.py --config configs/tiny-cpu.yaml [serve.checkpoint=PATH] [serve.port=8000]
+  ray job submit --working-dir . -- python jobs/serve.py --config configs/qwen2.5-vl-7b-gpu.yaml serve.host=0.0.0.0
+
+Client:
+  from openai import OpenAI
+  client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
+  client.chat.completions.create(model="visplay-reasoner", messages=[{"role": "user", "content": [
+      {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}},
+      {"type": "text", "text": "How many circles are there?"}]}])
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from ray import serve
+
+from visplay import runtime
+from visplay.serve.app import build_app, resolve_model
+
+log = logging.getLogger("visplay.serve")
+
+
+def main(argv: list[str] | None = None) -> int:
+    # --- setup -------------------------------------------------------------------------------------
+    cfg = runtime.start_job("serve", argv)
+    model = resolve_model(cfg)
+    log.info(
+        "serving %s (checkpoint id %s, iteration %s)",
+        model.checkpoint,
+        model.checkpoint_id[:12],
+        model.iteration,
+    )
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    serve.run(build_app(cfg.serve, model, seed=cfg.seed), name="visplay", route_prefix="/")
+    print(
+        f"serving on http://{cfg.serve.host}:{cfg.serve.port}/v1  (model {cfg.serve.model_name!r})",
+        flush=True,
+    )
+
+    # --- loop: Serve runs in its own actors; this driver keeps the app alive ----------------------
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+    # --- cleanup -----------------------------------------------------------------------------------
+    serve.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
