@@ -60,6 +60,8 @@ class GRPOJob:
 def train_loop(config: dict) -> None:
     """Ray Train entry point: ``config["job"]`` is a :class:`GRPOJob`."""
     job: GRPOJob = config["job"]
+    setup_timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator (gloo, torch AdamW)
     import deepspeed
@@ -72,13 +74,20 @@ def train_loop(config: dict) -> None:
     state_dir = out / "state"
 
     # --- setup: policy under DeepSpeed, frozen reference, resume --------------------------------------
+    setup_timings["import"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     model, processor = load_policy(job.checkpoint)
     if job.grpo.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    setup_timings["load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=deepspeed_config(job.grpo)
     )
+    setup_timings["deepspeed_init"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     ref = load_policy(job.checkpoint)[0].eval().requires_grad_(False) if job.grpo.kl_coef > 0 else None
+    setup_timings["load_ref"] = time.perf_counter() - t0
     tokenizer = processor.tokenizer
     image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -92,6 +101,8 @@ def train_loop(config: dict) -> None:
         log.info("rank %d resumed %s from step %d", rank, job.role, start)
         if start < job.grpo.steps:
             _sync(engine, job, f"{job.version}+{job.role}-step{start}", rank)
+
+    log.info("rank %d %s setup: %s", rank, job.role, _fmt(setup_timings))
 
     # --- loop -------------------------------------------------------------------------------------
     for step in range(start, job.grpo.steps):
