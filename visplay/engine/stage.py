@@ -72,6 +72,9 @@ class EngineStage:
         self.sampling = sampling
         self.n = n
         self.prefix = prefix
+        from visplay.runtime import setup_logging
+
+        setup_logging()  # this actor's own process: its INFO lines reach the job's log
         started = time.perf_counter()
         self.llm = build_llm(checkpoint, engine, seed=seed)
         log.info(

@@ -125,6 +125,9 @@ class RolloutActor:
     def __init__(
         self, checkpoint: str, version: str, engine: EngineConfig, seed: int, sync_method: SyncMethod = "file"
     ) -> None:
+        from visplay.runtime import setup_logging
+
+        setup_logging()  # this actor's own process: its INFO lines (starts, pushes) reach the job's log
         started = time.perf_counter()
         self.checkpoint = str(checkpoint)
         self._version = version
