@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visplay.config import Config, ConfigError, load_config, parse_override, reference_rows, save_config
+from visplay.config import (
+    Config,
+    ConfigError,
+    load_config,
+    parse_override,
+    reference_rows,
+    save_config,
+    with_absolute_paths,
+)
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 
@@ -106,3 +114,16 @@ def test_readme_config_reference_matches_the_schema():
     assert embedded == reference_markdown(), (
         "README config reference is stale: run `visplay config-reference`"
     )
+
+
+def test_local_paths_become_absolute_for_workers_in_other_directories(tmp_path):
+    cfg = load_config(
+        CONFIGS[0].parent / "tiny-cpu.yaml", ["serve.checkpoint=ckpt/final", "corpus.path=s3://bucket/images"]
+    )
+    out = with_absolute_paths(cfg, base=tmp_path)
+    assert out.out_dir == str(tmp_path / "runs")
+    assert out.models.base == str(tmp_path / "runs" / "tiny-model")
+    assert out.models.questioner is None  # unset stays unset
+    assert out.serve.checkpoint == str(tmp_path / "ckpt" / "final")
+    assert out.corpus.path == "s3://bucket/images"  # URIs are left alone
+    assert with_absolute_paths(out, base="/elsewhere") == out  # absolute paths do not move

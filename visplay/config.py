@@ -480,3 +480,30 @@ def reference_markdown() -> str:
         escaped = desc.replace("|", "\\|")
         lines.append(f"| `{name}` | `{default}` | {escaped} |")
     return "\n".join(lines)
+
+
+def with_absolute_paths(cfg: Config, base: str | Path | None = None) -> Config:
+    """A copy of `cfg` whose local paths (out_dir, checkpoints, corpus) are absolute, resolved against `base`
+    (default: the current directory). Jobs call it first: Ray workers run in other directories, so a relative
+    path from the command line would name nothing there. URIs (``s3://...``) are left as they are."""
+    root = Path(base) if base is not None else Path.cwd()
+
+    def absolute(value: str | None) -> str | None:
+        if value is None or "://" in value:
+            return value
+        return str((root / value).resolve())
+
+    return cfg.model_copy(
+        update={
+            "out_dir": absolute(cfg.out_dir),
+            "models": cfg.models.model_copy(
+                update={
+                    "base": absolute(cfg.models.base),
+                    "questioner": absolute(cfg.models.questioner),
+                    "reasoner": absolute(cfg.models.reasoner),
+                }
+            ),
+            "corpus": cfg.corpus.model_copy(update={"path": absolute(cfg.corpus.path)}),
+            "serve": cfg.serve.model_copy(update={"checkpoint": absolute(cfg.serve.checkpoint)}),
+        }
+    )

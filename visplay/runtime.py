@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from visplay.config import Config, load_config, save_config
+from visplay.config import Config, load_config, save_config, with_absolute_paths
 
 log = logging.getLogger("visplay")
 
@@ -63,7 +63,7 @@ def init_ray(cfg: Config) -> None:
 
 def start_job(description: str, argv: list[str] | None = None) -> Config:
     """Parse, log, seed, save the resolved config under the run directory, start Ray; returns the config."""
-    cfg = parse_config(description, argv)
+    cfg = with_absolute_paths(parse_config(description, argv))  # workers run in other directories
     setup_logging()
     seed_everything(cfg.seed)
     path = save_config(cfg, cfg.run_dir / "config.yaml")
