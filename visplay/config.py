@@ -126,6 +126,9 @@ class EngineConfig(_Section):
     """Weights/activation dtype inside vLLM."""
     enforce_eager: bool = True
     """Skip graph capture/compilation (fast start; use False on GPUs for throughput)."""
+    chunked_prefill: bool = True
+    """vLLM chunked prefill. Off for the CPU build: vLLM 0.32 rewinds a seeded request's sampler when it drops
+    the token of a partial prefill, which CPU generators cannot do ("CPU Generator does not use offset")."""
     in_process: bool = False
     """Run vLLM's engine core and its one worker inside the actor's process instead of two child processes
     (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, uniproc executor). On CPU this skips two Python+torch+vLLM

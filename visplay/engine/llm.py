@@ -62,6 +62,7 @@ def _llm(checkpoint: Path, cfg: EngineConfig, seed: int, kwargs: dict) -> LLM:
         max_num_seqs=cfg.max_num_seqs,
         dtype=cfg.dtype,
         enforce_eager=cfg.enforce_eager,
+        enable_chunked_prefill=cfg.chunked_prefill,
         limit_mm_per_prompt={"image": 1, "video": 0},
         seed=seed,
         **kwargs,
