@@ -6,7 +6,8 @@ Algorithm, for each iteration i = 1..iterations (Q_0 = R_0 = the base model):
   2. generate          Q_i writes k questions per image, R_{i-1} answers each m times; majority = silver
                        label, p = agreement; keep p in [p_low, p_high], dedup                  -> question set
   3. train_reasoner    GRPO on R_{i-1} against the silver labels of that set                    -> R_i
-  4. evaluate          (not built yet: the evaluation harness is a separate issue)
+  4. evaluate          R_i answers the held-out benchmarks greedily (its engine); rule/judge scores
+                       (the base model R_0 is evaluated once first, as iteration 0)
 The job holds two vLLM rollout engines (questioner, reasoner) from start to end and loads each phase's
 weights into them; with generation.reuse_rollout_engines the generation pass uses them too, otherwise it
 starts autoscaling engine pools. Each phase writes a completion marker (visplay/phases.py) only when its outputs are complete; a restarted
@@ -34,6 +35,8 @@ import ray
 
 from visplay import report, runtime, tracking
 from visplay.config import Config
+from visplay.eval.run import evaluate, report_metrics
+from visplay.eval.scoring import BenchmarkReport, comparison_table
 from visplay.generation.pipeline import Checkpoint, run_generation
 from visplay.phases import Phase
 from visplay.report import IterationRecord
@@ -111,25 +114,18 @@ def train_reasoner(cfg: Config, it: int, reasoner: Checkpoint, question_set: dic
         )  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    # --- setup -------------------------------------------------------------------------------------
-    cfg = runtime.start_job("evolve", argv)
-    base_path, base_version = ensure_base_model(cfg)
-    ensure_corpus(cfg)
-    tracking.setup(cfg)
-    # Two engines for the whole job, one per role; every phase loads the weights it needs into them
-    # (a push: milliseconds on the tiny model) instead of starting engines (a minute each on CPU).
-    q_engine, r_engine = start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2)
-    questioner = Checkpoint(base_path, base_version, engines=(q_engine,))
-    reasoner = Checkpoint(base_path, base_version, engines=(r_engine,))
-    grpo_q = cfg.questioner_grpo
-    images = QuestionerTask.load_images(cfg.corpus, limit=grpo_q.steps * grpo_q.prompts_per_step)
-    history = report.load_history(cfg.run_dir / "history.json")
-    history = [r for r in history if r.iteration <= cfg.iterations]
-
-    # --- loop --------------------------------------------------------------------------------------
+def run_iterations(
+    cfg: Config, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes]
+) -> tuple[Checkpoint, Checkpoint]:
+    """Iterations 1..cfg.iterations under one MLflow parent run; returns the last Questioner and Reasoner."""
+    q_engine, r_engine = questioner.engines[0], reasoner.engines[0]
+    history = [r for r in report.load_history(cfg.run_dir / "history.json") if r.iteration <= cfg.iterations]
+    reports: list[tuple[str, list[dict]]] = []  # (base / iter i, its benchmark reports) per evaluated model
     with tracking.run(f"{cfg.name}-evolve", params=tracking.flat_params(cfg), tags={"job": "evolve"}):
         tracking.log_artifact(cfg.run_dir / "config.yaml")
+        if cfg.eval.during_evolve:  # iteration 0 = the base model: what every iteration is compared with
+            with tracking.run("iter0", tags={"iteration": "0"}), _phase(0, cfg.iterations, "evaluate", {}):
+                reports.append(("base", evaluate_reasoner(cfg, 0, reasoner)["reports"]))
         for it in range(1, cfg.iterations + 1):
             with tracking.run(f"iter{it}", tags={"iteration": str(it)}):
                 seconds: dict[str, float] = {}
@@ -141,10 +137,16 @@ def main(argv: list[str] | None = None) -> int:
                 with _phase(it, cfg.iterations, "train_reasoner", seconds):
                     r_out = train_reasoner(cfg, it, reasoner, question_set)
                 reasoner = Checkpoint(r_out["checkpoint"], r_out["version"], engines=(r_engine,))
-                log.warning("iteration %d: evaluation is not implemented yet (evaluation-harness issue)", it)
+                scores = {}
+                if cfg.eval.during_evolve:
+                    with _phase(it, cfg.iterations, "evaluate", seconds):
+                        evaluated = evaluate_reasoner(cfg, it, reasoner)
+                    scores = {r["benchmark"]: r["rule_score"] for r in evaluated["reports"]}
+                    reports.append((f"iter {it}", evaluated["reports"]))
+                    _write_comparison(cfg, reports)
 
                 record = IterationRecord.collect(
-                    it, question_set["files"], q_out["steps"], r_out["steps"], seconds=seconds
+                    it, question_set["files"], q_out["steps"], r_out["steps"], scores, seconds=seconds
                 )
                 history = [r for r in history if r.iteration != it] + [record]
                 print(report.summary_text(record), flush=True)
@@ -154,18 +156,71 @@ def main(argv: list[str] | None = None) -> int:
                     report.plot_history(history, cfg.run_dir / "curves.png"),
                 ):
                     tracking.log_artifact(path)
+    return questioner, reasoner
+
+
+def evaluate_reasoner(cfg: Config, it: int, reasoner: Checkpoint) -> dict:
+    """Phase 4 (iteration 0: the base model): the evaluation harness on the Reasoner's warm engine."""
+    phase = Phase(cfg.run_dir, it, "evaluate")
+    if (out := phase.done()) is not None:
+        return out
+    with tracking.run(f"iter{it}-evaluate", tags={"phase": phase.name}):
+        if cfg.generation.reuse_rollout_engines:  # answer on the warm Reasoner engine
+            load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
+        else:  # an autoscaling engine pool, as generation uses on a cluster
+            reasoner = replace(reasoner, engines=())
+        reports = evaluate(cfg, reasoner, phase.dir)
+        tracking.log_metrics(report_metrics(reports))
+        return phase.complete({"version": reasoner.version, "reports": [r.to_dict() for r in reports]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    # --- setup -------------------------------------------------------------------------------------
+    cfg = runtime.start_job("evolve", argv)  # also: SIGTERM (ray job stop) raises KeyboardInterrupt
+    try:
+        base_path, base_version = ensure_base_model(cfg)
+        ensure_corpus(cfg)
+        tracking.setup(cfg)
+        # Two engines for the whole job, one per role; every phase loads the weights it needs into them
+        # (a push: milliseconds on the tiny model) instead of starting engines (a minute each on CPU).
+        engines = start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2)
+        questioner = Checkpoint(base_path, base_version, engines=(engines[0],))
+        reasoner = Checkpoint(base_path, base_version, engines=(engines[1],))
+        grpo_q = cfg.questioner_grpo
+        images = QuestionerTask.load_images(cfg.corpus, limit=grpo_q.steps * grpo_q.prompts_per_step)
+
+        # --- loop ----------------------------------------------------------------------------------
+        questioner, reasoner = run_iterations(cfg, questioner, reasoner, images)
+    except KeyboardInterrupt:  # finished phases keep their markers; the phase in progress resumes on rerun
+        print(f"interrupted: finished phases are kept under {cfg.run_dir}; rerun the same command to resume")
+        return 130
+    finally:
+        ray.shutdown()  # stops the rollout engines and any trainer workers this job started
 
     # --- cleanup -----------------------------------------------------------------------------------
     print(f"questioner {questioner.path} ({questioner.version[:12]})")
     print(f"reasoner   {reasoner.path} ({reasoner.version[:12]})")
     print(f"history    {cfg.run_dir / 'history.json'}, curves {cfg.run_dir / 'curves.png'}")
-    print("not run: evaluation (not implemented yet); see README 'Status'")
-    ray.shutdown()
+    if cfg.eval.during_evolve:
+        print(f"evaluation {cfg.run_dir / 'eval_comparison.txt'}")
     return 0
 
 
+def _write_comparison(cfg: Config, reports: list[tuple[str, list[dict]]]) -> None:
+    """The evaluation table across models so far (base, iteration 1, ...) in the log and eval_comparison.txt."""
+    rows = [
+        BenchmarkReport(**{**r, "model_version": f"{label} ({r['model_version'][:12]})"})
+        for label, model_reports in reports
+        for r in model_reports
+    ]
+    table = comparison_table(rows)
+    (cfg.run_dir / "eval_comparison.txt").write_text(table + "\n")
+    print(table, flush=True)
+    tracking.log_artifact(cfg.run_dir / "eval_comparison.txt")
+
+
 class _phase:
-    """Live line per phase: '[iter 1/3] train_questioner ...' then '... done in 93s' (or 'skipped: done')."""
+    """Live line per phase: '[iter 1/3] train_questioner ...' then '... done in 93s' (0s: done earlier)."""
 
     def __init__(self, it: int, total: int, name: str, seconds: dict[str, float]) -> None:
         self.label, self.name, self.seconds = f"[iter {it}/{total}] {name}", name, seconds

@@ -56,30 +56,17 @@ def unlabeled_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rollout_actors(ray_local, bootstrapped_model):
-    """(policy rollout actor, frozen reasoner actor) on the bootstrapped model, shared by every GRPO test.
-
-    Engines as configured in configs/tiny-cpu.yaml's ``rollout_engine``; tests that train the policy get it
-    back with the bootstrapped weights through the ``policy_actor`` fixture (a push: milliseconds).
-    """
+def bootstrapped_engine(ray_local, bootstrapped_model):
+    """One rollout actor (configs/tiny-cpu.yaml's ``rollout_engine``: vLLM in the actor's process) holding the
+    bootstrapped model, shared by the tests that need a warm engine (an engine start costs about a minute).
+    A test that changes its weights puts the bootstrapped ones back (a push: milliseconds)."""
     from visplay.config import load_config
     from visplay.train.rollout import start_rollout_actors
     from visplay.world.tiny_model import model_version
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml", [])
-    actors = start_rollout_actors(
-        bootstrapped_model, model_version(bootstrapped_model), cfg.rollout_engine, cfg.seed, count=2
+    (actor,) = start_rollout_actors(
+        bootstrapped_model, model_version(bootstrapped_model), cfg.rollout_engine, cfg.seed, count=1
     )
-    yield tuple(actors)
-    for actor in actors:
-        ray_local.kill(actor)
-
-
-@pytest.fixture()
-def policy_actor(rollout_actors, bootstrapped_model):
-    """The policy rollout actor, holding the bootstrapped weights again."""
-    from visplay.train.rollout import load_checkpoint_into
-    from visplay.world.tiny_model import model_version
-
-    load_checkpoint_into(rollout_actors[:1], bootstrapped_model, model_version(bootstrapped_model))
-    return rollout_actors[0]
+    yield actor
+    ray_local.kill(actor)

@@ -1,13 +1,18 @@
-"""jobs/evolve.py end to end, launched the way users launch it: `ray job submit` to a Ray cluster.
+"""jobs/evolve.py launched the way users launch it: `ray job submit` to a Ray cluster.
 
-A head node on loopback (`ray start --head`, its own ports and temp dir), then:
-  1. submit evolve for 2 iterations with tiny step counts; once iteration 2's Questioner GRPO has saved
-     its first step, `ray job stop` kills the job (driver, engines, trainer workers);
-  2. resubmit the same command; it must end SUCCEEDED;
-  3. iteration 1's phases were not redone (their markers are byte-identical), iteration 2's Questioner
-     phase resumed at step 2 (each step's metrics once), history/curves were written, and MLflow holds
-     the lineage: every phase run under an iteration run under an evolve run, iteration 1's phases once.
-The cluster is stopped afterwards, whatever happened.
+A head node on loopback (`ray start --head`, its own ports and temp dir; only its processes are stopped
+afterwards). The module's fixture submits one iteration of the embedded default with tiny step counts and 2
+Ray Train workers, and waits for it:
+
+  * test_submitted_iteration_...  (default run, CI): the job SUCCEEDED; every phase wrote its marker; both
+    roles trained for real (weights moved, the trainer's last push reached the role's rollout engine,
+    per-step metrics and the checkpoint artifact in MLflow); history, curves and the MLflow lineage
+    evolve run -> iteration run -> phase runs.
+  * test_killed_in_iteration_2_...  (`-m e2e`, ~10 more minutes): the same command with iterations=2 is
+    submitted; once iteration 2's Questioner GRPO has saved a step, `ray job stop` interrupts it (SIGTERM:
+    the job says so and its MLflow runs end KILLED); the same command again finishes. Nothing finished was
+    redone (iteration 1's markers are byte-identical, its phases have one MLflow run each), iteration 2's
+    Questioner resumed after its last saved step (each step's metrics exactly once), lineage intact.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import mlflow
 import pytest
 from safetensors.torch import load_file
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 JOB_TIMEOUT_S = 900
+Q_STEPS, R_STEPS = 3, 2
 
 
 def _free_port() -> int:
@@ -54,6 +60,7 @@ def cluster(tmp_path_factory):
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "RAY_ADDRESS": f"http://127.0.0.1:{dash_port}",
         "RAY_AUTH_MODE": "token",  # Ray's default for new clusters; the CLI then sends ~/.ray/auth_token
+        "RAY_JOB_STOP_WAIT_TIME_S": "60",  # `ray job stop`: SIGTERM, then SIGKILL only after this grace time
     }
     started = _ray(
         "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", f"--dashboard-port={dash_port}",
@@ -65,45 +72,57 @@ def cluster(tmp_path_factory):
     try:
         yield env, temp
     finally:
-        _ray("stop", "--force", env=env, timeout=120)
+        _stop_head(temp)
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _stop_head(temp: Path) -> None:
+    """Stop this head node's processes only (`ray stop` would stop every Ray on the machine, the test
+    session's own included). Its daemons name ``temp`` on their command line; workers exit with the raylet."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(temp) in " ".join(proc.info["cmdline"] or []):
+            mine.append(proc)
+    for proc in mine:
+        proc.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=30)
+    for proc in alive:
+        proc.kill()
+
+
 def _submit(env: dict, args: list[str]) -> str:
-    """Submit evolve without waiting; returns the submission id."""
-    submitted = _ray(
-        "job",
-        "submit",
-        "--no-wait",
-        f"--working-dir={REPO}",
-        "--",
-        "python",
-        "jobs/evolve.py",
-        *args,
-        env=env,
-    )
+    """Submit evolve without waiting; returns the submission id. Retries while the new head's job agent is
+    still starting ("No available agent to submit job")."""
+    for _ in range(24):
+        submitted = _ray(
+            "job", "submit", "--no-wait", f"--working-dir={REPO}", "--", "python", "jobs/evolve.py", *args, env=env
+        )  # fmt: skip
+        if "No available agent" not in submitted.stderr:
+            break
+        time.sleep(5)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     match = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr)
     assert match, f"no submission id in: {submitted.stdout + submitted.stderr}"
     return match.group(0)
 
 
+def _client(env: dict):
+    """A job SDK client for status and logs: the CLI costs seconds of CPU per call, the SDK milliseconds."""
+    from ray.job_submission import JobSubmissionClient
+
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()  # written by `ray start` (token mode)
+    return JobSubmissionClient(env["RAY_ADDRESS"], headers={"authorization": f"Bearer {token}"})
+
+
 def _status(env: dict, job: str) -> str:
-    """The job's status word from `ray job status` (ANSI colours stripped)."""
-    done = _ray("job", "status", job, env=env, timeout=120)
-    out = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
-    match = re.search(r"Status for job '[^']+': (\w+)", out)
-    if match:  # PENDING / RUNNING
-        return match.group(1)
-    for phrase, status in (("succeeded", "SUCCEEDED"), ("was stopped", "STOPPED"), ("failed", "FAILED")):
-        if f"Job '{job}' {phrase}" in out:  # terminal states are printed as sentences
-            return status
-    return out.strip()[-300:]
+    """The job's status: PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."""
+    return str(_client(env).get_job_status(job).value)
 
 
 def _logs(env: dict, job: str, tail: int = 6000) -> str:
-    done = _ray("job", "logs", job, env=env, timeout=120)
-    return (done.stdout + done.stderr)[-tail:]
+    return _client(env).get_job_logs(job)[-tail:]
 
 
 def _wait(env: dict, job: str, until, timeout: float) -> str:
@@ -118,27 +137,111 @@ def _wait(env: dict, job: str, until, timeout: float) -> str:
     return "TIMEOUT"
 
 
-def test_evolve_survives_a_kill_in_iteration_2_and_resumes_without_redoing(
-    cluster, bootstrapped_model, unlabeled_corpus, tmp_path
-):
+@pytest.fixture(scope="module")
+def first_iteration(cluster, bootstrapped_model, unlabeled_corpus, tmp_path_factory):
+    """(env, common job arguments, run dir, job id, job logs) of one submitted iteration, waited for."""
     env, _ = cluster
-    out = tmp_path / "runs"
+    out = tmp_path_factory.mktemp("evolve-job") / "runs"
     args = [
-        "--config", "configs/tiny-cpu.yaml", f"out_dir={out}", "name=evolve-test", "iterations=2",
+        "--config", "configs/tiny-cpu.yaml", f"out_dir={out}", "name=evolve-test",
         f"models.base={bootstrapped_model}", f"corpus.path={unlabeled_corpus}",
         "generation.questions_per_image=2", "generation.answers_per_question=4",
-        "questioner_grpo.steps=6", "questioner_grpo.save_every=1", "reasoner_grpo.steps=2",
-        "ray.train_workers=2",
+        f"questioner_grpo.steps={Q_STEPS}", "questioner_grpo.save_every=1", f"reasoner_grpo.steps={R_STEPS}",
+        "ray.train_workers=2", "eval.synthetic_n=6", f"eval.synthetic_path={out / 'heldout'}",
     ]  # fmt: skip
-    run_dir = out / "evolve-test"
+    job = _submit(env, [*args, "iterations=1"])
+    status = _wait(env, job, lambda s: s == "SUCCEEDED", JOB_TIMEOUT_S)
+    return env, args, out / "evolve-test", job, status, _logs(env, job, tail=10**8)
+
+
+def _runs(run_dir: Path):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("visplay-tiny")
+    return client, client.search_runs([experiment.experiment_id], max_results=200)
+
+
+def _check_lineage(runs) -> None:
+    """Every phase run sits under its iteration's run, which sits under an evolve run."""
+    by_id = {r.info.run_id: r for r in runs}
+    for run in runs:
+        if run.info.run_name.startswith("iter") and "-" in run.info.run_name:  # a phase run
+            parent = by_id[run.data.tags["mlflow.parentRunId"]]
+            assert parent.info.run_name == run.info.run_name.split("-")[0]
+            assert by_id[parent.data.tags["mlflow.parentRunId"]].info.run_name == "evolve-test-evolve"
+
+
+def _check_trained_phase(client, runs, name: str, steps: list[int]) -> None:
+    """One FINISHED run of phase `name` (others: interrupted, KILLED) holding the checkpoint artifact; per-step
+    metrics across its runs cover `steps` exactly once."""
+    named = [r for r in runs if r.info.run_name == name]
+    finished = [r for r in named if r.info.status == "FINISHED"]
+    assert len(finished) == 1, (name, [r.info.status for r in named])
+    assert all(r.info.status == "KILLED" for r in named if r not in finished), name
+    for key in ("reward_mean", "kl", "entropy", "time_gen", "time_update", "time_sync"):
+        logged = sorted(m.step for r in named for m in client.get_metric_history(r.info.run_id, key))
+        assert logged == steps, (name, key, logged)
+    artifacts = [a.path for a in client.list_artifacts(finished[0].info.run_id, "checkpoint")]
+    assert "checkpoint/model.safetensors" in artifacts, name
+
+
+def test_submitted_iteration_trains_both_roles_and_records_lineage(first_iteration, bootstrapped_model):
+    _, _, run_dir, _, status, logs = first_iteration
+    assert status == "SUCCEEDED", logs[-6000:]
+    assert "=== iteration 1" in logs  # the one-screen summary
+    for name in ("train_questioner", "generate", "train_reasoner"):
+        assert (run_dir / "iter_1" / name / "DONE.json").is_file(), name
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [r["iteration"] for r in history] == [1]
+    # evaluation: the base model (iteration 0) and iteration 1's Reasoner on the held-out synthetic split
+    for it in (0, 1):
+        done = json.loads((run_dir / f"iter_{it}" / "evaluate" / "DONE.json").read_text())["outputs"]
+        assert [r["benchmark"] for r in done["reports"]] == ["synthetic"]
+    assert set(history[0]["eval_scores"]) == {"synthetic"}
+    comparison = (run_dir / "eval_comparison.txt").read_text()
+    assert "base (" in comparison and "iter 1 (" in comparison
+    assert (run_dir / "curves.png").stat().st_size > 0
+
+    client, runs = _runs(run_dir)
+    names = [r.info.run_name for r in runs]
+    phases = [
+        "iter0-evaluate",
+        "iter1-train_questioner",
+        "iter1-generate",
+        "iter1-train_reasoner",
+        "iter1-evaluate",
+    ]
+    for name in ("evolve-test-evolve", "iter0", "iter1", *phases):
+        assert names.count(name) == 1, (name, names)
+    _check_lineage(runs)
+    _check_trained_phase(client, runs, "iter1-train_questioner", list(range(1, Q_STEPS + 1)))
+    _check_trained_phase(client, runs, "iter1-train_reasoner", list(range(1, R_STEPS + 1)))
+    started = load_file(str(Path(bootstrapped_model) / "model.safetensors"))
+    for role in (
+        "questioner",
+        "reasoner",
+    ):  # weights moved, and the role's engine got the trainer's last push
+        done = json.loads((run_dir / "iter_1" / f"train_{role}" / "DONE.json").read_text())["outputs"]
+        assert done["version"] != done["from"]
+        trained = load_file(str(Path(done["checkpoint"]) / "model.safetensors"))
+        assert max((trained[k] - started[k]).abs().max().item() for k in started) > 0, role
+    for pushed in (f"questioner-step{Q_STEPS}", f"reasoner-step{R_STEPS}"):
+        assert re.search(rf"pushed weights \S*{pushed}", logs), pushed
+
+
+@pytest.mark.e2e
+def test_killed_in_iteration_2_and_resubmitted_it_resumes_without_redoing(first_iteration):
+    env, args, run_dir, _, status, _ = first_iteration
+    assert status == "SUCCEEDED"
+    iter1_markers = {p: p.read_bytes() for p in sorted((run_dir / "iter_1").glob("*/DONE.json"))}
+    assert [p.parent.name for p in iter1_markers] == ["generate", "train_questioner", "train_reasoner"]
     first_save = run_dir / "iter_2" / "train_questioner" / "state" / "latest.json"
 
-    # 1. run until iteration 2's Questioner has saved a step, then kill the job.
-    job = _submit(env, args)
+    # 1. iterations=2: run until iteration 2's Questioner has saved a step, then stop the job (SIGTERM).
+    job = _submit(env, [*args, "iterations=2"])
     deadline, polls = time.monotonic() + JOB_TIMEOUT_S, 0
     while not first_save.is_file() and time.monotonic() < deadline:
         polls += 1
-        if polls % 20 == 0:  # `ray job status` costs seconds: ask rarely, watch the file often
+        if polls % 20 == 0:
             status = _status(env, job)
             assert status in ("PENDING", "RUNNING"), f"job ended early: {status}\n{_logs(env, job)}"
         time.sleep(0.5)
@@ -146,70 +249,35 @@ def test_evolve_survives_a_kill_in_iteration_2_and_resumes_without_redoing(
     stopped = _ray("job", "stop", job, env=env, timeout=180)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert _wait(env, job, lambda s: s == "STOPPED", 180) == "STOPPED"
+    assert "interrupted: finished phases are kept" in _logs(env, job)  # it unwound, not SIGKILLed
     assert not (run_dir / "iter_2" / "generate" / "DONE.json").exists()
-    iter1_markers = {p: p.read_bytes() for p in sorted((run_dir / "iter_1").glob("*/DONE.json"))}
-    assert [p.parent.name for p in iter1_markers] == ["generate", "train_questioner", "train_reasoner"]
 
-    # 2. resubmit the same command: it finishes.
-    again = _submit(env, args)
+    # 2. the same command again: it finishes.
+    again = _submit(env, [*args, "iterations=2"])
     status = _wait(env, again, lambda s: s == "SUCCEEDED", JOB_TIMEOUT_S)
-    logs = _logs(env, again)
-    assert status == "SUCCEEDED", logs
-    assert "=== iteration 2" in logs  # the one-screen summary
+    logs = _logs(env, again, tail=10**8)
+    assert status == "SUCCEEDED", logs[-6000:]
+    assert "=== iteration 2" in logs
 
     # 3. nothing finished was redone; the interrupted phase resumed; outputs are complete.
     assert {p: p.read_bytes() for p in iter1_markers} == iter1_markers
     for name in ("train_questioner", "generate", "train_reasoner"):
         assert (run_dir / "iter_2" / name / "DONE.json").is_file(), name
     q2 = json.loads((run_dir / "iter_2" / "train_questioner" / "DONE.json").read_text())["outputs"]
-    assert [s["step"] for s in q2["steps"]] == [1, 2, 3, 4, 5, 6]
+    assert [s["step"] for s in q2["steps"]] == list(range(1, Q_STEPS + 1))
     lines = (run_dir / "iter_2" / "train_questioner" / "metrics.jsonl").read_text().splitlines()
     # resumed after its last saved step: each step's metrics exactly once across the two jobs
-    assert sorted(json.loads(line)["step"] for line in lines) == [1, 2, 3, 4, 5, 6]
+    assert sorted(json.loads(line)["step"] for line in lines) == list(range(1, Q_STEPS + 1))
     history = json.loads((run_dir / "history.json").read_text())
     assert [r["iteration"] for r in history] == [1, 2]
-    assert (run_dir / "curves.png").stat().st_size > 0
 
-    # MLflow lineage: evolve run -> iteration run -> phase runs; iteration 1's phases ran exactly once.
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("visplay-tiny")
-    runs = client.search_runs([experiment.experiment_id], max_results=200)
-    by_id = {r.info.run_id: r for r in runs}
+    client, runs = _runs(run_dir)
     names = [r.info.run_name for r in runs]
-    assert names.count("evolve-test-evolve") == 2  # the killed job and the resubmitted one
-    for name in ("iter1-train_questioner", "iter1-generate", "iter1-train_reasoner"):
-        assert names.count(name) == 1, (name, names)
-    for run in runs:
-        if run.info.run_name.startswith("iter") and "-" in run.info.run_name:  # a phase run
-            parent = by_id[run.data.tags["mlflow.parentRunId"]]
-            assert parent.info.run_name == run.info.run_name.split("-")[0]
-            assert by_id[parent.data.tags["mlflow.parentRunId"]].info.run_name == "evolve-test-evolve"
-    # Both roles trained for real (2 Ray Train workers, DeepSpeed): per-step metrics and a checkpoint artifact
-    # in each phase run, weights that differ from where the phase started, and pushes into the rollout engine.
-    for name in (
-        "iter1-train_questioner",
-        "iter1-train_reasoner",
-        "iter2-train_questioner",
-        "iter2-train_reasoner",
-    ):
-        (run,) = [r for r in runs if r.info.run_name == name]
-        assert run.info.status == "FINISHED", name
-        steps = list(range(1, 7)) if name.endswith("train_questioner") else [1, 2]
-        for key in ("reward_mean", "kl", "entropy", "time_update", "time_sync"):
-            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == steps, (
-                name,
-                key,
-            )
-        assert "checkpoint/model.safetensors" in [
-            a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")
-        ], name
-    for it, role in ((1, "questioner"), (1, "reasoner"), (2, "reasoner")):
-        done = json.loads((run_dir / f"iter_{it}" / f"train_{role}" / "DONE.json").read_text())["outputs"]
-        assert done["version"] != done["from"]
-        started = load_file(str(Path(bootstrapped_model) / "model.safetensors")) if it == 1 else None
-        trained = load_file(str(Path(done["checkpoint"]) / "model.safetensors"))
-        if started is not None:
-            assert max((trained[k] - started[k]).abs().max().item() for k in started) > 0
-    full_logs = _logs(env, again, tail=10**8) + _logs(env, job, tail=10**8)
-    for pushed in ("questioner-step6", "reasoner-step2"):  # the trainer's last push into the role's engine
-        assert re.search(rf"pushed weights \S*{pushed}", full_logs), pushed
+    assert names.count("evolve-test-evolve") == 3  # iteration 1's job, the stopped one, the resubmitted one
+    for name in ("iter0-evaluate", "iter1-train_questioner", "iter1-generate", "iter1-train_reasoner"):
+        assert names.count(name) == 1, (name, names)  # finished phases were not run again
+    assert names.count("iter2-train_questioner") == 2  # stopped (KILLED) and resumed (FINISHED)
+    _check_lineage(runs)
+    _check_trained_phase(client, runs, "iter2-train_questioner", list(range(1, Q_STEPS + 1)))
+    _check_trained_phase(client, runs, "iter2-train_reasoner", list(range(1, R_STEPS + 1)))
+    assert re.search(rf"pushed weights \S*reasoner-step{R_STEPS}", logs)

@@ -56,6 +56,38 @@ def test_failed_phase_is_marked_failed(tmp_path):
     assert mlflow.MlflowClient().get_run(run_id).info.status == "FAILED"
 
 
+def test_interrupted_phase_is_killed_and_its_parent_stays_open(tmp_path):
+    cfg = load_config(None, [f"out_dir={tmp_path}", "name=k"])
+    tracking.setup(cfg)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        tracking.run("parent") as parent_id,
+        tracking.run("phase") as phase_id,
+    ):
+        assert mlflow.active_run().info.run_id == phase_id  # nested under the still-open parent
+        raise KeyboardInterrupt
+    client = mlflow.MlflowClient()
+    assert client.get_run(phase_id).info.status == "KILLED"
+    assert client.get_run(parent_id).info.status == "KILLED"
+    assert mlflow.active_run() is None
+
+
+def test_sigterm_raises_keyboard_interrupt_after_interrupt_on_sigterm():
+    import os
+    import signal
+
+    from visplay.runtime import interrupt_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        interrupt_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs at the next bytecode boundary; never reached
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -323,6 +323,55 @@ class ServeConfig(_Section):
         return self
 
 
+class BenchmarkFile(_Section):
+    """One local benchmark export (parquet or JSONL) and the adapter that reads it."""
+
+    name: str
+    """Adapter name: mmvet, mmmu, realworldqa, visnumbench, mathverse, mathvision, hallusionbench, mathvista,
+    mmstar (``visplay.eval.ADAPTERS``; README "Evaluation" lists the columns each expects)."""
+    path: str
+    """The file (or a folder of parquet shards); images as bytes, a {bytes, path} struct or relative paths."""
+    limit: int | None = Field(None, ge=1)
+    """Evaluate only the first `limit` examples (None: all)."""
+
+
+class JudgeConfig(_Section):
+    """An OpenAI-compatible LLM judge (this project's Serve endpoint, a local vLLM server or a hosted API)."""
+
+    base_url: str
+    """Endpoint root, e.g. ``http://127.0.0.1:8000/v1``."""
+    model: str
+    """Judge model name sent with every request (part of the cache key)."""
+    api_key_env: str | None = None
+    """Environment variable that holds the API key (None: no key); the key itself never goes in a config."""
+    max_retries: int = Field(4, ge=0)
+    """Retries of a request on connection errors and HTTP 5xx, with exponential backoff."""
+    cache_path: str | None = None
+    """Verdict cache (JSONL) keyed by (judge model, prompt, answer); None: ``judge_cache.jsonl`` in the
+    evaluation's output folder. Re-scoring with a warm cache makes no requests."""
+
+
+class EvalConfig(_Section):
+    """Evaluation of Reasoner checkpoints (``jobs/evaluate.py``, and after each iteration of the loop)."""
+
+    benchmarks: list[BenchmarkFile] = []
+    """Local benchmark files to evaluate on (none by default: nothing can be downloaded here)."""
+    synthetic_n: int = Field(48, ge=0)
+    """Scenes of the labeled held-out synthetic split, scored exactly (0: no synthetic benchmark)."""
+    synthetic_seed: int = 3
+    """Seed of the held-out split (split name ``heldout``: its images differ from bootstrap and train)."""
+    synthetic_path: str = "runs/heldout"
+    """Where the held-out split is generated when missing."""
+    max_tokens: int = Field(128, ge=1)
+    """Longest answer (greedy decoding, temperature 0)."""
+    engine: EngineConfig = EngineConfig()
+    """Engine of the evaluation stage (the loop job answers with its warm Reasoner engine instead)."""
+    judge: JudgeConfig | None = None
+    """LLM judge; None: rule-based scores only."""
+    during_evolve: bool = True
+    """``jobs/evolve.py`` evaluates the base model once and every iteration's Reasoner."""
+
+
 class MLflowConfig(_Section):
     """Experiment tracking."""
 
@@ -363,6 +412,8 @@ class Config(_Section):
     """Tracking."""
     serve: ServeConfig = ServeConfig()
     """Serving the evolved Reasoner."""
+    eval: EvalConfig = EvalConfig()
+    """Benchmarks and scoring of Reasoner checkpoints."""
 
     @property
     def run_dir(self) -> Path:
@@ -508,5 +559,13 @@ def with_absolute_paths(cfg: Config, base: str | Path | None = None) -> Config:
             ),
             "corpus": cfg.corpus.model_copy(update={"path": absolute(cfg.corpus.path)}),
             "serve": cfg.serve.model_copy(update={"checkpoint": absolute(cfg.serve.checkpoint)}),
+            "eval": cfg.eval.model_copy(
+                update={
+                    "synthetic_path": absolute(cfg.eval.synthetic_path),
+                    "benchmarks": [
+                        b.model_copy(update={"path": absolute(b.path)}) for b in cfg.eval.benchmarks
+                    ],
+                }
+            ),
         }
     )

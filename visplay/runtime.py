@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,7 +70,17 @@ def start_job(description: str, argv: list[str] | None = None) -> Config:
     path = save_config(cfg, cfg.run_dir / "config.yaml")
     log.info("%s: run %s, seed %d, resolved config at %s", description, cfg.name, cfg.seed, path)
     init_ray(cfg)
+    interrupt_on_sigterm()
     return cfg
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM (``ray job stop``, a node shutting down) raise KeyboardInterrupt, as Ctrl-C does.
+
+    Jobs then unwind the same way for both: MLflow runs end KILLED, no completion marker is written for the
+    phase in progress, Ray shuts down (engines and trainer workers stop), and a rerun resumes.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @contextmanager

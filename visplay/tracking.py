@@ -63,12 +63,20 @@ def flat_params(cfg: Config) -> dict[str, str]:
 def run(
     name: str, *, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None
 ) -> Iterator[str]:
-    """Start a run (nested under the active one, if any), yield its id, end it (FAILED on an exception)."""
+    """Start a run (nested under the active one, if any), yield its id, end it.
+
+    The run ends FINISHED, FAILED on an exception, or KILLED on KeyboardInterrupt (Ctrl-C, or SIGTERM under
+    :func:`visplay.runtime.interrupt_on_sigterm`): an interrupted job is resumable, not broken.
+    """
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_name=name, nested=nested, tags=tags) as active:
         if params:
             mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        yield active.info.run_id
+        try:
+            yield active.info.run_id
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")  # start_run's exit leaves a run that is no longer active alone
+            raise
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

@@ -90,7 +90,7 @@ def ask_questions(images: ray.data.Dataset, cfg: Config, questioner: Checkpoint)
     """First half: image rows -> one parsed question row per questioner sample (image bytes carried on)."""
     gen = cfg.generation
     ds = images.map_batches(QuestionerPrompts(cfg.seed), **_LIGHT)
-    ds = _engine_stage(
+    ds = engine_stage(
         ds,
         questioner,
         gen.questioner_engine,
@@ -106,13 +106,13 @@ def score_questions(questions: ray.data.Dataset, cfg: Config, reasoner: Checkpoi
     """Second half: question rows -> m reasoner answers each -> votes, rewards and the keep decision."""
     gen = cfg.generation
     ds = questions.map_batches(ReasonerPrompts(cfg.seed), **_LIGHT)
-    ds = _engine_stage(
+    ds = engine_stage(
         ds, reasoner, gen.reasoner_engine, gen.reasoner_sampling, gen.answers_per_question, "r_", cfg.seed
     )
     return ds.map_batches(ScoreQuestions(gen, cfg.rewards), batch_size=gen.score_batch_size, **_LIGHT)
 
 
-def _engine_stage(
+def engine_stage(
     ds: ray.data.Dataset, model: Checkpoint, engine, sampling, n: int, prefix: str, seed: int
 ) -> ray.data.Dataset:
     """Add one role's engine stage: its own engine actor pool, or the model's running rollout engines."""
