@@ -16,7 +16,14 @@ from visplay import tracking
 from visplay.config import load_config
 from visplay.eval import ADAPTERS, BenchmarkFormatError, load_benchmark
 from visplay.eval.fixtures import write_fixture
-from visplay.eval.run import SYNTHETIC, evaluate, load_suites, question_text, report_metrics
+from visplay.eval.run import (
+    SYNTHETIC,
+    VISION_ONLY_QUESTION,
+    evaluate,
+    load_suites,
+    question_text,
+    report_metrics,
+)
 from visplay.eval.schema import EvalExample
 from visplay.generation.pipeline import Checkpoint
 from visplay.world.tiny_model import model_version
@@ -45,6 +52,9 @@ def test_question_text_appends_options_only_when_missing():
     # options kept apart (MMMU's style): appended with letters
     assert question_text(example("Colour?", ("red", "blue"))) == "Colour? Options: A. red, B. blue."
     assert question_text(example(" How many? ", ())) == "How many?"
+    assert (
+        question_text(example("  ", ())) == VISION_ONLY_QUESTION
+    )  # MathVerse Vision Only: question in the image
 
 
 def test_malformed_file_fails_before_any_generation(tmp_path):

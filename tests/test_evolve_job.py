@@ -54,7 +54,7 @@ def _ray(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedPro
 def cluster(tmp_path_factory):
     """(env with RAY_ADDRESS for the job CLI, temp dir) of a local head node; stopped after the module."""
     temp = Path("/tmp") / f"vp-ray-{os.getpid()}"  # Ray's socket paths must stay short
-    gcs_port, dash_port = _free_port(), _free_port()
+    gcs_port, dash_port, agent_port = _free_port(), _free_port(), _free_port()
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -65,6 +65,7 @@ def cluster(tmp_path_factory):
     started = _ray(
         "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", f"--dashboard-port={dash_port}",
         "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=4", f"--temp-dir={temp}",
+        f"--dashboard-agent-listen-port={agent_port}",  # the default 52365 is taken by any other Ray here
         "--disable-usage-stats",
         env={k: v for k, v in env.items() if k != "RAY_ADDRESS"},
     )  # fmt: skip
@@ -95,7 +96,7 @@ def _stop_head(temp: Path) -> None:
 def _submit(env: dict, args: list[str]) -> str:
     """Submit evolve without waiting; returns the submission id. Retries while the new head's job agent is
     still starting ("No available agent to submit job")."""
-    for _ in range(24):
+    for _ in range(12):
         submitted = _ray(
             "job", "submit", "--no-wait", f"--working-dir={REPO}", "--", "python", "jobs/evolve.py", *args, env=env
         )  # fmt: skip
@@ -233,7 +234,12 @@ def test_killed_in_iteration_2_and_resubmitted_it_resumes_without_redoing(first_
     env, args, run_dir, _, status, _ = first_iteration
     assert status == "SUCCEEDED"
     iter1_markers = {p: p.read_bytes() for p in sorted((run_dir / "iter_1").glob("*/DONE.json"))}
-    assert [p.parent.name for p in iter1_markers] == ["generate", "train_questioner", "train_reasoner"]
+    assert [p.parent.name for p in iter1_markers] == [
+        "evaluate",
+        "generate",
+        "train_questioner",
+        "train_reasoner",
+    ]
     first_save = run_dir / "iter_2" / "train_questioner" / "state" / "latest.json"
 
     # 1. iterations=2: run until iteration 2's Questioner has saved a step, then stop the job (SIGTERM).

@@ -45,6 +45,10 @@ SYNTHETIC = "synthetic"
 """The benchmark name of the labeled held-out synthetic split."""
 
 
+VISION_ONLY_QUESTION = "Answer the question shown in the image."
+"""The text question of an example whose question is only in its image."""
+
+
 @dataclass(frozen=True)
 class Suite:
     """One benchmark's examples, as loaded."""
@@ -83,8 +87,9 @@ def ensure_heldout_split(cfg: Config) -> Path:
 
 
 def question_text(example: EvalExample) -> str:
-    """The question as the model sees it: the options are appended when the question text lacks them."""
-    question = example.question.strip()
+    """The question as the model sees it: the options are appended when the question text lacks them; a
+    blank question (MathVerse's Vision Only version draws it into the image) asks for the one in the image."""
+    question = example.question.strip() or VISION_ONLY_QUESTION
     if example.options and not all(option in question for option in example.options):
         listed = ", ".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(example.options))
         question = f"{question} Options: {listed}."

@@ -18,6 +18,7 @@ or skipped. At the end rank 0 writes an HF checkpoint (loadable by transformers 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -125,20 +126,14 @@ def train_loop(config: dict) -> None:
             Sample(samples[0].prompt_ids, samples[0].completion_ids, samples[0].image, 0.0, 0.0)
         ]
         batch = collate(mine, processor.image_processor, image_token_id, pad_id)
-        logp, entropy = completion_logprobs(engine, batch)
-        mask = batch.completion_mask
-        loss, pg = policy_loss(
-            logp, logp.detach(), batch.advantages, mask, clip_low=job.grpo.clip_low, clip_high=job.grpo.clip_high,
-            dual_clip=job.grpo.dual_clip, agg=job.grpo.loss_agg,
-        )  # fmt: skip
-        kl = torch.zeros(())
-        if ref is not None:
-            with torch.no_grad():
-                ref_logp, _ = completion_logprobs(ref, batch)
-            kl = agg_loss(kl_penalty(logp, ref_logp, job.grpo.kl_kind), mask, job.grpo.loss_agg)
-            loss = loss + job.grpo.kl_coef * kl
-        engine.backward(loss)
-        engine.step()
+        # Every group tied and no KL term: the loss has no gradient, and an AdamW step on a zero gradient
+        # would still move the weights (momentum, weight decay). Such a step is measured, not applied.
+        skip = metrics["update_skipped"] > 0
+        with torch.no_grad() if skip else contextlib.nullcontext():
+            loss, kl, pg, entropy = _loss(engine, ref, batch, job.grpo)
+        if not skip:
+            engine.backward(loss)
+            engine.step()
         timings["update"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -152,7 +147,7 @@ def train_loop(config: dict) -> None:
                 kl.item(),
                 pg.clip_frac.item(),
                 pg.approx_kl.item(),
-                masked_mean(entropy, (mask > 0).float()).item(),
+                masked_mean(entropy, (batch.completion_mask > 0).float()).item(),
             ]
         )
         dist.all_reduce(local)
@@ -172,6 +167,24 @@ def train_loop(config: dict) -> None:
     if rank == 0:
         _save_hf(engine, processor, out / "final", job)
     dist.barrier()
+
+
+def _loss(engine, ref, batch, grpo: GRPOConfig):
+    """(loss, KL term, policy-loss metrics, token entropy) of one shard: clipped policy loss on the policy's
+    log-probs (one update per batch, so old = current, detached) + kl_coef x KL to the reference."""
+    logp, entropy = completion_logprobs(engine, batch)
+    mask = batch.completion_mask
+    loss, pg = policy_loss(
+        logp, logp.detach(), batch.advantages, mask, clip_low=grpo.clip_low, clip_high=grpo.clip_high,
+        dual_clip=grpo.dual_clip, agg=grpo.loss_agg,
+    )  # fmt: skip
+    kl = torch.zeros(())
+    if ref is not None:
+        with torch.no_grad():
+            ref_logp, _ = completion_logprobs(ref, batch)
+        kl = agg_loss(kl_penalty(logp, ref_logp, grpo.kl_kind), mask, grpo.loss_agg)
+        loss = loss + grpo.kl_coef * kl
+    return loss, kl, pg, entropy
 
 
 def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float]):
@@ -199,6 +212,7 @@ def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float]):
     adv = group_advantages(rewards, groups, scale=job.grpo.advantage_scale)
     zero_var, n_zero, n_groups = zero_variance_groups(rewards, groups)
     keep_all = not job.grpo.filter_zero_variance_groups or n_zero == n_groups  # never an empty update
+    skip_update = n_zero == n_groups and job.grpo.kl_coef == 0  # no advantage, no KL: no gradient at all
     samples = []
     k = 0
     for req, rollout in zip(requests, rollouts, strict=True):
@@ -215,6 +229,7 @@ def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float]):
         "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
         "advantage_abs_mean": adv.abs().mean().item(),
         "zero_variance_group_share": n_zero / max(n_groups, 1),
+        "update_skipped": float(skip_update),
         "response_length": sum(lengths) / len(lengths),
         **score.components,
     }

@@ -201,7 +201,7 @@ class RolloutActor:
         seconds = time.perf_counter() - started
         log.info(
             "pushed weights %s: %d tensors, %.1f MB, %.3fs (write %.3fs, load %.3fs)",
-            version[:12],
+            short_version(version),
             report.tensors,
             report.bytes / 1e6,
             seconds,
@@ -324,3 +324,9 @@ def load_checkpoint_into(actors: Sequence[ActorHandle], checkpoint: str | Path, 
     ray.get([a.push_weights.remote([ref], version) for a in stale])
     log.info("loaded %s (%s) into %d rollout actor(s)", checkpoint, version[:12], len(stale))
     return True
+
+
+def short_version(version: str) -> str:
+    """A version for log lines: the content id's first 12 characters and any ``+role-stepN`` label."""
+    base, plus, label = version.partition("+")
+    return base[:12] + plus + label
