@@ -5,7 +5,8 @@ Prints:
     AdamW step + the reference model's forward for the KL term), over prompt+completion tokens and over
     completion tokens, median of --steps steps after one warm-up step; peak memory;
   * weight sync (--sync): seconds to push the trained weights into a running vLLM rollout actor through
-    the object store vs reloading that engine from an HF checkpoint directory, and their ratio.
+    the object store (``file``), by collective broadcast from this process (``broadcast``, gloo on CPU, NCCL
+    with --device cuda), and reloading that engine from an HF checkpoint directory; ratios to the reload.
 
 Usage:
   python bench/grpo_step.py [--model DIR] [--batch 8] [--completion 64] [--steps 5] [--sync]
@@ -146,11 +147,13 @@ def update_steps(model_dir: str, args) -> None:
         print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 
-def sync_costs(model_dir: str) -> None:
+def sync_costs(model_dir: str, device: str) -> None:
+    """Median of 5: object-store push, broadcast push, reload from the checkpoint, into one rollout actor."""
     import ray
     from safetensors.torch import load_file
 
     from visplay.config import load_config
+    from visplay.engine.broadcast import BroadcastSender
     from visplay.train.rollout import start_rollout_actors
     from visplay.world.tiny_model import model_version
 
@@ -158,18 +161,26 @@ def sync_costs(model_dir: str) -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     actor = start_rollout_actors(model_dir, model_version(model_dir), cfg.rollout_engine, 0, count=1)[0]
     state = load_file(str(Path(model_dir) / "model.safetensors"))
-    push, reload = [], []
+    t0 = time.perf_counter()
+    sender = BroadcastSender([actor], "nccl" if device == "cuda" else "gloo", timeout_s=120)
+    group_s = time.perf_counter() - t0
+    push, broadcast, reload = [], [], []
     for i in range(5):
         t0 = time.perf_counter()
         ray.get(actor.push_weights.remote([ray.put(state)], f"v{i}"))
         push.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
+        sender.push(state, f"b{i}")
+        broadcast.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
         ray.get(actor.reload_from_checkpoint.remote(model_dir, f"r{i}"))
         reload.append(time.perf_counter() - t0)
-    p, r = statistics.median(push), statistics.median(reload)
-    print(
-        f"weight sync: push through the object store {p:.3f}s, reload from checkpoint {r:.3f}s, ratio reload/push {r / p:.2f}"
-    )
+    p, b, r = statistics.median(push), statistics.median(broadcast), statistics.median(reload)
+    megabytes = sum(t.numel() * t.element_size() for t in state.values()) / 1e6
+    print(f"weight sync ({len(state)} tensors, {megabytes:.1f} MB, median of 5):")
+    print(f"  push through the object store + file {p:.3f}s   (reload/push {r / p:.2f}x)")
+    print(f"  broadcast from this process          {b:.3f}s   (reload/broadcast {r / b:.2f}x; group formed once in {group_s:.2f}s)")  # fmt: skip
+    print(f"  reload from the checkpoint directory {r:.3f}s")
     print("(an engine restart instead costs 40-170 s on 2 CPU cores: see bench/weight_sync.py)")
     ray.shutdown()
 
@@ -195,7 +206,7 @@ def main() -> None:
             args.model = str(random_3b(work / "3b", Path(args.model)))
     update_steps(args.model, args)
     if args.sync:
-        sync_costs(args.model)
+        sync_costs(args.model, args.device)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ Algorithm, for each iteration i = 1..iterations (Q_0 = R_0 = the base model):
   3. train_reasoner    GRPO on R_{i-1} against the silver labels of that set                    -> R_i
   4. evaluate          R_i answers the held-out benchmarks greedily (its engine); rule/judge scores
                        (the base model R_0 is evaluated once first, as iteration 0)
-The job holds two vLLM rollout engines (questioner, reasoner) from start to end and loads each phase's
-weights into them; with generation.reuse_rollout_engines the generation pass uses them too, otherwise it
-starts autoscaling engine pools. Each phase writes a completion marker (visplay/phases.py) only when its outputs are complete; a restarted
-job skips finished phases and GRPO phases resume from their last saved step. MLflow: one parent run for
-the job, a nested run per iteration and per phase. After each iteration a one-screen summary is printed
-and <run_dir>/history.json and <run_dir>/curves.png are rewritten (and logged to MLflow).
+The phases are in visplay/loop.py. The job holds two vLLM rollout engines (questioner, reasoner) from
+start to end and loads each phase's weights into them; with generation.reuse_rollout_engines the
+generation pass uses them too, otherwise it starts autoscaling engine pools. Each phase writes a
+completion marker (visplay/phases.py) only when its outputs are complete; a restarted job skips finished
+phases and GRPO phases resume from their last saved step. MLflow: one parent run for the job, a nested run
+per iteration and per phase. After each iteration a one-screen summary is printed and
+<run_dir>/history.json and <run_dir>/curves.png are rewritten (and logged to MLflow).
 
 The embedded default builds a tiny Qwen2.5-VL offline, warms it up on a *labeled* synthetic split (the
 stand-in for an instruction-tuned checkpoint; no labels are used after that), and generates an
@@ -26,152 +27,16 @@ Launch:
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
-from dataclasses import replace
 
 import ray
 
-from visplay import report, runtime, tracking
-from visplay.config import Config
-from visplay.eval.run import evaluate, report_metrics
-from visplay.eval.scoring import BenchmarkReport, comparison_table
-from visplay.generation.pipeline import Checkpoint, run_generation
-from visplay.phases import Phase
-from visplay.report import IterationRecord
-from visplay.train.rollout import load_checkpoint_into, start_rollout_actors
-from visplay.train.tasks import QuestionerTask, ReasonerTask
-from visplay.train.trainer import train_phase
+from visplay import runtime, tracking
+from visplay.generation.pipeline import Checkpoint
+from visplay.loop import run_iterations
+from visplay.train.rollout import start_rollout_actors
+from visplay.train.tasks import QuestionerTask
 from visplay.world.embedded import ensure_base_model, ensure_corpus
-
-log = logging.getLogger("visplay.evolve")
-
-
-def train_questioner(
-    cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes]
-) -> dict:
-    """Phase 1: GRPO on the Questioner (its engine) against the frozen Reasoner (its engine)."""
-    phase = Phase(cfg.run_dir, it, "train_questioner")
-    if (out := phase.done()) is not None:
-        return out
-    with tracking.run(f"iter{it}-train_questioner", tags={"phase": phase.name}) as run_id:
-        load_checkpoint_into(questioner.engines, questioner.path, questioner.version)
-        load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
-        task = QuestionerTask(
-            images=images, reasoner=reasoner.engines[0], reasoner_sampling=cfg.generation.reasoner_sampling,
-            answers_per_question=cfg.generation.answers_per_question, rewards=cfg.rewards, seed=cfg.seed + it,
-        )  # fmt: skip
-        result = train_phase(
-            cfg, role="questioner", task=task, checkpoint=questioner.path, version=questioner.version,
-            grpo=cfg.questioner_grpo, sampling=cfg.generation.questioner_sampling, out_dir=phase.dir,
-            rollout_actors=list(questioner.engines), mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
-        )  # fmt: skip
-        return phase.complete(
-            {"checkpoint": result.checkpoint, "version": result.version, "from": questioner.version,
-             "steps": result.step_metrics}
-        )  # fmt: skip
-
-
-def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint) -> dict:
-    """Phase 2: the Ray Data pipeline writes the scored, filtered question set."""
-    phase = Phase(cfg.run_dir, it, "generate")
-    if (out := phase.done()) is not None:
-        return out
-    with tracking.run(f"iter{it}-generate", tags={"phase": phase.name}):
-        if cfg.generation.reuse_rollout_engines:
-            load_checkpoint_into(questioner.engines, questioner.path, questioner.version)
-            load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
-        else:  # the pipeline starts its own autoscaling engine pools
-            questioner, reasoner = replace(questioner, engines=()), replace(reasoner, engines=())
-        summary = run_generation(cfg, phase.dir, questioner=questioner, reasoner=reasoner)
-        tracking.log_metrics(summary.metrics())
-        return phase.complete({"files": summary.files, "kept": summary.kept, "questions": summary.questions})
-
-
-def train_reasoner(cfg: Config, it: int, reasoner: Checkpoint, question_set: dict) -> dict:
-    """Phase 3: GRPO on the Reasoner against the silver labels (skipped, and said so, when nothing was kept)."""
-    phase = Phase(cfg.run_dir, it, "train_reasoner")
-    if (out := phase.done()) is not None:
-        return out
-    if question_set["kept"] == 0:
-        log.warning("iteration %d: no kept questions, the Reasoner is not trained this iteration", it)
-        return phase.complete(
-            {"checkpoint": reasoner.path, "version": reasoner.version, "skipped": True, "steps": []}
-        )
-    with tracking.run(f"iter{it}-train_reasoner", tags={"phase": phase.name}) as run_id:
-        load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
-        files = question_set["files"]
-        task = ReasonerTask.from_generation(files["questions"], files["images"], cfg.rewards, cfg.seed + it)
-        result = train_phase(
-            cfg, role="reasoner", task=task, checkpoint=reasoner.path, version=reasoner.version,
-            grpo=cfg.reasoner_grpo, sampling=cfg.generation.reasoner_sampling, out_dir=phase.dir,
-            rollout_actors=list(reasoner.engines), mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
-        )  # fmt: skip
-        return phase.complete(
-            {"checkpoint": result.checkpoint, "version": result.version, "from": reasoner.version,
-             "steps": result.step_metrics}
-        )  # fmt: skip
-
-
-def run_iterations(
-    cfg: Config, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes]
-) -> tuple[Checkpoint, Checkpoint]:
-    """Iterations 1..cfg.iterations under one MLflow parent run; returns the last Questioner and Reasoner."""
-    q_engine, r_engine = questioner.engines[0], reasoner.engines[0]
-    history = [r for r in report.load_history(cfg.run_dir / "history.json") if r.iteration <= cfg.iterations]
-    reports: list[tuple[str, list[dict]]] = []  # (base / iter i, its benchmark reports) per evaluated model
-    with tracking.run(f"{cfg.name}-evolve", params=tracking.flat_params(cfg), tags={"job": "evolve"}):
-        tracking.log_artifact(cfg.run_dir / "config.yaml")
-        if cfg.eval.during_evolve:  # iteration 0 = the base model: what every iteration is compared with
-            with tracking.run("iter0", tags={"iteration": "0"}), _phase(0, cfg.iterations, "evaluate", {}):
-                reports.append(("base", evaluate_reasoner(cfg, 0, reasoner)["reports"]))
-        for it in range(1, cfg.iterations + 1):
-            with tracking.run(f"iter{it}", tags={"iteration": str(it)}):
-                seconds: dict[str, float] = {}
-                with _phase(it, cfg.iterations, "train_questioner", seconds):
-                    q_out = train_questioner(cfg, it, questioner, reasoner, images)
-                questioner = Checkpoint(q_out["checkpoint"], q_out["version"], engines=(q_engine,))
-                with _phase(it, cfg.iterations, "generate", seconds):
-                    question_set = generate(cfg, it, questioner, reasoner)
-                with _phase(it, cfg.iterations, "train_reasoner", seconds):
-                    r_out = train_reasoner(cfg, it, reasoner, question_set)
-                reasoner = Checkpoint(r_out["checkpoint"], r_out["version"], engines=(r_engine,))
-                scores = {}
-                if cfg.eval.during_evolve:
-                    with _phase(it, cfg.iterations, "evaluate", seconds):
-                        evaluated = evaluate_reasoner(cfg, it, reasoner)
-                    scores = {r["benchmark"]: r["rule_score"] for r in evaluated["reports"]}
-                    reports.append((f"iter {it}", evaluated["reports"]))
-                    _write_comparison(cfg, reports)
-
-                record = IterationRecord.collect(
-                    it, question_set["files"], q_out["steps"], r_out["steps"], scores, seconds=seconds
-                )
-                history = [r for r in history if r.iteration != it] + [record]
-                print(report.summary_text(record), flush=True)
-                tracking.log_metrics({"kept": record.kept, "questions": record.questions}, step=it)
-                for path in (
-                    report.save_history(history, cfg.run_dir / "history.json"),
-                    report.plot_history(history, cfg.run_dir / "curves.png"),
-                ):
-                    tracking.log_artifact(path)
-    return questioner, reasoner
-
-
-def evaluate_reasoner(cfg: Config, it: int, reasoner: Checkpoint) -> dict:
-    """Phase 4 (iteration 0: the base model): the evaluation harness on the Reasoner's warm engine."""
-    phase = Phase(cfg.run_dir, it, "evaluate")
-    if (out := phase.done()) is not None:
-        return out
-    with tracking.run(f"iter{it}-evaluate", tags={"phase": phase.name}):
-        if cfg.generation.reuse_rollout_engines:  # answer on the warm Reasoner engine
-            load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
-        else:  # an autoscaling engine pool, as generation uses on a cluster
-            reasoner = replace(reasoner, engines=())
-        reports = evaluate(cfg, reasoner, phase.dir)
-        tracking.log_metrics(report_metrics(reports))
-        return phase.complete({"version": reasoner.version, "reports": [r.to_dict() for r in reports]})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,35 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.eval.during_evolve:
         print(f"evaluation {cfg.run_dir / 'eval_comparison.txt'}")
     return 0
-
-
-def _write_comparison(cfg: Config, reports: list[tuple[str, list[dict]]]) -> None:
-    """The evaluation table across models so far (base, iteration 1, ...) in the log and eval_comparison.txt."""
-    rows = [
-        BenchmarkReport(**{**r, "model_version": f"{label} ({r['model_version'][:12]})"})
-        for label, model_reports in reports
-        for r in model_reports
-    ]
-    table = comparison_table(rows)
-    (cfg.run_dir / "eval_comparison.txt").write_text(table + "\n")
-    print(table, flush=True)
-    tracking.log_artifact(cfg.run_dir / "eval_comparison.txt")
-
-
-class _phase:
-    """Live line per phase: '[iter 1/3] train_questioner ...' then '... done in 93s' (0s: done earlier)."""
-
-    def __init__(self, it: int, total: int, name: str, seconds: dict[str, float]) -> None:
-        self.label, self.name, self.seconds = f"[iter {it}/{total}] {name}", name, seconds
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-        print(f"{self.label} ...", flush=True)
-
-    def __exit__(self, *exc) -> None:
-        self.seconds[self.name] = time.perf_counter() - self.started
-        status = "failed" if exc[0] is not None else "done"
-        print(f"{self.label} {status} in {self.seconds[self.name]:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

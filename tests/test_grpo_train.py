@@ -8,7 +8,8 @@ STEPS steps (AdamW lr 3e-4, KL 0.05 to the starting weights; measured: without t
 2e-3, the reward rose within 7-10 steps and then collapsed), then:
   * the mean reward of the last WINDOW steps is at least 0.25 above that of the first WINDOW steps;
   * the parameters changed and the final HF checkpoint has a new version id;
-  * the rollout engine holds the trainer's last push (its version names the last step);
+  * the rollout engine holds the trainer's last push (its version names the last step); pushes go by
+    collective broadcast (gloo) from the trainer's rank 0 here (the loop job test covers the file path);
   * MLflow holds every per-step metric for every step, and the checkpoint as an artifact.
 
 The Questioner's and Reasoner's own rewards in the loop (frozen reasoner votes, silver labels), and a phase
@@ -85,7 +86,14 @@ def test_toy_reward_rises_and_the_phase_is_synced_and_logged(
     cfg = load_config(CONFIG, [f"out_dir={tmp_path}", "ray.train_workers=2"])
     images = [p.read_bytes() for p in sorted(Path(unlabeled_corpus).rglob("*.png"))]
     grpo = cfg.reasoner_grpo.model_copy(
-        update={"steps": STEPS, "prompts_per_step": 4, "group_size": 8, "lr": 3e-4, "kl_coef": 0.05}
+        update={
+            "steps": STEPS,
+            "prompts_per_step": 4,
+            "group_size": 8,
+            "lr": 3e-4,
+            "kl_coef": 0.05,
+            "weight_sync": "broadcast",
+        }
     )
     tracking.setup(cfg)
     with tracking.run("toy-grpo") as run_id:

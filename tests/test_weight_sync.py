@@ -11,10 +11,14 @@ the ``rollout_engine`` of configs/tiny-cpu.yaml) serves the whole module:
 3. greedy generation after the push follows the perturbed model (so the prefix and encoder caches, filled
    by a generation with the same prompt and image before the push, were invalidated); sampling is seeded
    and stays in the vocabulary;
-4. a partial push is refused and changes nothing; pushing the original weights (as a plain dict) restores
-   the original log-probs. These tests run last in the file because they leave the engine restored.
+4. a partial push is refused and changes nothing;
+5. the broadcast path (this test process as trainer rank 0, gloo): broadcasting the original weights makes
+   the engine match the original model again, broadcasting the perturbed ones matches the perturbed model
+   (one group, two pushes), still without a restart; a partial broadcast is refused before anything is sent;
+6. pushing the original weights (as a plain dict) restores the original log-probs. These tests run last in
+   the file because they leave the engine restored.
 
-Fast tests (no engine) cover the name mapping, the file writer and the unimplemented GPU method.
+Fast tests (no engine) cover the name mapping, the file writer and the broadcast receive/drain protocol.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from visplay.config import SamplingConfig, load_config
+from visplay.engine.broadcast import BroadcastSender, free_port, open_group
 from visplay.engine.weight_sync import (
-    WeightSync,
     WeightSyncError,
+    check_push_shapes,
     checkpoint_weight_shapes,
     to_checkpoint_names,
     write_weights_file,
@@ -83,9 +88,47 @@ def test_weights_file_casts_floats_to_the_engine_dtype_and_unties_shared_tensors
     assert back["steps"].dtype == torch.int64 and back["steps"].tolist() == [3]  # integers are never cast
 
 
-def test_gpu_broadcast_method_is_refused_not_faked() -> None:
-    with pytest.raises(NotImplementedError, match="nccl"):
-        WeightSync(llm=None, checkpoint="unused", method="nccl")
+def _broadcast_receiver(port: int, queue) -> None:
+    """Rank 1 of a 2-rank gloo group: read one spec through the engine iterator, drain the rest."""
+    from visplay.engine.broadcast import TensorSpec, drain, receive_into_engine
+
+    group = open_group("127.0.0.1", port, 1, 2, "gloo", 30)
+    specs = [
+        TensorSpec("a", (2, 3), "float32"),
+        TensorSpec("b", (4,), "bfloat16"),
+        TensorSpec("c", (1,), "int64"),
+    ]
+    name, first = next(receive_into_engine(group, specs, torch.device("cpu")))
+    queue.put((name, first.tolist(), drain(group, specs[1:], torch.device("cpu"))))
+
+
+def test_broadcast_receiver_takes_tensors_in_order_and_drains_what_it_did_not_load() -> None:
+    """A receiver that stops reading after the first tensor still takes the rest, so the sender never hangs."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    port, queue = free_port(), ctx.Queue()
+    receiver = ctx.Process(target=_broadcast_receiver, args=(port, queue))
+    receiver.start()
+    group = open_group("127.0.0.1", port, 0, 2, "gloo", 30)
+    sent = [torch.arange(6.0).reshape(2, 3), torch.ones(4, dtype=torch.bfloat16), torch.tensor([7])]
+    for tensor in sent:
+        group.broadcast(tensor, 0).wait()
+    name, first, drained = queue.get(timeout=30)
+    receiver.join(timeout=30)
+    assert (name, first, drained) == ("a", [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], 2)
+    assert receiver.exitcode == 0
+
+
+def test_push_shape_check_names_missing_and_misshaped_weights() -> None:
+    expected = {"a": (2, 3), "b": (4,)}
+    assert check_push_shapes(expected, {"a": (2, 3), "b": (4,), "tied": (1,)}) == ("tied",)
+    with pytest.raises(WeightSyncError, match=r"missing 1 of the engine's 2 weights, e.g. \['b'\]"):
+        check_push_shapes(expected, {"a": (2, 3)})
+    with pytest.raises(
+        WeightSyncError, match=r"1 weights have the wrong shape, e.g. \['a: \(3, 2\) != \(2, 3\)'\]"
+    ):
+        check_push_shapes(expected, {"a": (3, 2), "b": (4,)})
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -315,6 +358,36 @@ def test_partial_push_is_refused_and_changes_nothing(
     assert ray_local.get(actor.version.remote()) == "perturbed-1"
     now = ray_local.get(actor.sequence_logprobs.remote(questioner_prompt(), image, completion))
     assert max_abs_diff(now, sync_run.engine_after) < TOLERANCE
+
+
+@pytest.mark.slow
+def test_broadcast_push_changes_the_engine_exactly_without_a_restart(
+    ray_local, actor, sync_run: SyncRun, hf, image, completion
+) -> None:
+    """The collective path: this test process is the trainer's rank 0, the engine worker joins over gloo."""
+    processor, model, perturbed = hf
+    sender = BroadcastSender([actor], "gloo", timeout_s=60)
+
+    def engine_logprobs() -> list[float]:
+        return ray_local.get(actor.sequence_logprobs.remote(questioner_prompt(), image, completion))
+
+    seconds = sender.push(model.state_dict(), "broadcast-original")
+    restored = engine_logprobs()
+    assert ray_local.get(actor.version.remote()) == "broadcast-original" and seconds > 0
+    assert max_abs_diff(restored, sync_run.hf_before) < TOLERANCE
+    assert max_abs_diff(restored, sync_run.engine_after) > CLEARLY_DIFFERENT
+
+    sender.push(perturbed.state_dict(), "broadcast-perturbed")  # the same group serves every push
+    assert max_abs_diff(engine_logprobs(), sync_run.hf_after) < TOLERANCE
+
+    state = model.state_dict()
+    state.pop("model.language_model.norm.weight")
+    with pytest.raises(WeightSyncError, match="missing 1 of"):
+        sender.push(state, "broadcast-partial")  # refused by the sender: nothing was broadcast
+    assert ray_local.get(actor.version.remote()) == "broadcast-perturbed"
+    assert max_abs_diff(engine_logprobs(), sync_run.hf_after) < TOLERANCE
+    assert ray_local.get(actor.pids.remote()) == sync_run.pids_before
+    print(f"\nbroadcast push (gloo, 1 engine worker): {seconds:.3f}s")
 
 
 @pytest.mark.slow

@@ -213,6 +213,8 @@ class RewardConfig(_Section):
     """Clip the valid questioner reward (uncertainty - diversity) at 0."""
     bleu_distance_threshold: float = Field(0.5, gt=0, le=1)
     """Average-linkage cut on 1 - BLEU distances for the diversity clusters."""
+    diversity_weight: float = Field(1.0, ge=0)
+    """Multiplies the BLEU-cluster penalty in the Questioner's reward (0: no diversity penalty, an ablation)."""
     reasoner_format_weight: float = Field(0.1, ge=0, le=1)
     """Share of the reasoner reward paid for a well-formed \\boxed{} answer."""
 
@@ -220,6 +222,9 @@ class RewardConfig(_Section):
 class GRPOConfig(_Section):
     """GRPO updates on Ray Train + DeepSpeed for one role."""
 
+    enabled: bool = True
+    """Train this role in jobs/evolve.py (False: it keeps its starting weights every iteration; with
+    ``questioner_grpo.enabled=false`` the questions come from the fixed base Questioner, a control)."""
     steps: int = Field(4, ge=1)
     """Optimizer steps per training phase."""
     prompts_per_step: int = Field(4, ge=1)
@@ -248,6 +253,12 @@ class GRPOConfig(_Section):
     """Drop groups whose rewards are all equal (DAPO dynamic sampling)."""
     sync_every: int = Field(1, ge=1)
     """Push weights into the rollout engines every this many optimizer steps."""
+    weight_sync: Literal["file", "broadcast"] = "file"
+    """How pushed weights reach the engines: ``file`` (Ray object store + a shared-memory safetensors file,
+    one host) or ``broadcast`` (trainer rank 0 broadcasts each tensor over the trainer's collective backend:
+    gloo on CPU, NCCL GPU to GPU; see visplay.engine.broadcast)."""
+    weight_sync_timeout_s: float = Field(300.0, gt=0)
+    """``broadcast``: seconds any side waits for the others in a collective before failing."""
     save_every: int = Field(2, ge=1)
     """Write resumable training state every this many steps."""
     zero_stage: Literal[2, 3] = 2
@@ -372,6 +383,52 @@ class EvalConfig(_Section):
     """``jobs/evolve.py`` evaluates the base model once and every iteration's Reasoner."""
 
 
+class ArmConfig(_Section):
+    """One arm of the self-evolution experiment (jobs/experiment.py): the loop job with some settings changed."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    """Short id: the arm's run directory and its row in the report."""
+    description: str = ""
+    """What the arm tests, one line for the report."""
+    overrides: list[str] = []
+    """Dotted overrides on top of the experiment's config, e.g. ``rewards.diversity_weight=0``."""
+
+
+def _default_arms() -> list[ArmConfig]:
+    return [
+        ArmConfig(name="visplay", description="the full method: Questioner and Reasoner GRPO"),
+        ArmConfig(
+            name="fixed_questioner",
+            description="control: no Questioner rewards; questions from the fixed bootstrap Questioner",
+            overrides=["questioner_grpo.enabled=false"],
+        ),
+        ArmConfig(
+            name="no_diversity",
+            description="ablation: no diversity penalty in the Questioner reward",
+            overrides=["rewards.diversity_weight=0"],
+        ),
+        ArmConfig(
+            name="no_band",
+            description="ablation: no difficulty band (every answered question with a silver label is kept)",
+            overrides=["generation.p_low=0", "generation.p_high=1"],
+        ),
+    ]
+
+
+class ExperimentConfig(_Section):
+    """jobs/experiment.py: bootstrap per seed, then every arm's self-evolution run, then one report."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    """One bootstrap model and one run per arm for each seed (the run's global seed; the bootstrap uses
+    ``models.bootstrap_seed + seed``). The report's confidence intervals are over these."""
+    arms: list[ArmConfig] = Field(default_factory=_default_arms, min_length=1)
+    """The runs compared. The bootstrap model with no further training (iteration 0) is always reported."""
+    report_dir: str = "docs/experiment"
+    """Where the report (README.md, accuracy.png, results.json) is written."""
+    quick: list[str] = []
+    """Overrides ``--quick`` applies on top (with one seed and one iteration): tiny step counts for CI."""
+
+
 class MLflowConfig(_Section):
     """Experiment tracking."""
 
@@ -414,6 +471,8 @@ class Config(_Section):
     """Serving the evolved Reasoner."""
     eval: EvalConfig = EvalConfig()
     """Benchmarks and scoring of Reasoner checkpoints."""
+    experiment: ExperimentConfig = ExperimentConfig()
+    """The self-evolution experiment with controls and ablations (jobs/experiment.py)."""
 
     @property
     def run_dir(self) -> Path:
@@ -487,6 +546,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return Config.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_error(err, source)) from None
+
+
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A copy of `cfg` with dotted overrides applied (the same syntax as the command line), validated again."""
+    tree = cfg.model_dump(mode="json")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, "overrides")) from None
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:

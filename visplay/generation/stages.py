@@ -150,7 +150,7 @@ class ScoreQuestions:
             reward = questioner_reward(
                 row["parse_ok"],
                 p if row["parse_ok"] else None,
-                penalties.get(i, 0.0),
+                self.rewards.diversity_weight * penalties.get(i, 0.0),
                 form=self.rewards.uncertainty_form,
                 invalid_penalty=self.rewards.invalid_penalty,
                 clip_at_zero=self.rewards.clip_at_zero,

@@ -8,7 +8,8 @@ One step (rank 0 talks to the rollout actors; every rank trains on its shard):
             -> broadcast to all ranks
     update  each rank: forward its shard (vision tower included) -> token log-probs; clipped policy
             loss + kl_coef x KL to the reference (the phase's starting weights); DeepSpeed step
-    sync    every sync_every steps: rank 0 gathers the weights, ray.put, rollout actors reload them
+    sync    every sync_every steps: rank 0 gathers the weights and pushes them into the rollout actors
+            (object store + file, or a collective broadcast: visplay.train.sync)
 
 Resumable: every save_every steps the DeepSpeed state is saved under ``state/`` and ``state/latest.json``
 names it (written last, atomically). A restarted loop loads it, pushes those weights to the rollout
@@ -32,6 +33,7 @@ import torch
 from visplay.config import GRPOConfig, SamplingConfig
 from visplay.rl import agg_loss, group_advantages, kl_penalty, masked_mean, policy_loss, zero_variance_groups
 from visplay.train.policy import Sample, collate, completion_logprobs, load_policy
+from visplay.train.sync import TrainerWeightSync
 
 METRICS_FILE = "metrics.jsonl"
 """Per-step metrics of a phase, one JSON object per line, in the phase's ``out_dir`` (rank 0 writes it)."""
@@ -101,6 +103,7 @@ def train_loop(config: dict) -> None:
     image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
+    sync = TrainerWeightSync(job.rollout_actors, job.grpo, rank)
     start = 0
     marker = state_dir / "latest.json"
     if marker.is_file():
@@ -109,7 +112,7 @@ def train_loop(config: dict) -> None:
         start = saved["step"]
         log.info("rank %d resumed %s from step %d", rank, job.role, start)
         if start < job.grpo.steps:
-            _sync(engine, job, f"{job.version}+{job.role}-step{start}", rank)
+            sync.push(engine, f"{job.version}+{job.role}-step{start}")
 
     log.info("rank %d %s setup: %s", rank, job.role, _fmt(setup_timings))
 
@@ -138,7 +141,7 @@ def train_loop(config: dict) -> None:
 
         t0 = time.perf_counter()
         if (step + 1) % job.grpo.sync_every == 0 or step + 1 == job.grpo.steps:
-            _sync(engine, job, f"{job.version}+{job.role}-step{step + 1}", rank)
+            sync.push(engine, f"{job.version}+{job.role}-step{step + 1}")
         timings["sync"] = time.perf_counter() - t0
 
         local = torch.tensor(
@@ -253,30 +256,6 @@ def deepspeed_config(grpo: GRPOConfig) -> dict:
         "bf16": {"enabled": grpo.bf16},
         "steps_per_print": 10**9,
     }
-
-
-def _full_state_dict(engine) -> dict[str, torch.Tensor] | None:
-    """Every rank joins (ZeRO-3 gathers shards); rank 0 gets a CPU copy of the full state dict."""
-    import deepspeed
-    import torch.distributed as dist
-
-    params = list(engine.module.parameters())
-    with deepspeed.zero.GatheredParameters(
-        params, modifier_rank=None, enabled=engine.zero_optimization_stage() == 3
-    ):
-        if dist.get_rank() != 0:
-            return None
-        return {k: v.detach().to("cpu", copy=True) for k, v in engine.module.state_dict().items()}
-
-
-def _sync(engine, job: GRPOJob, version: str, rank: int) -> None:
-    """Push the current weights into every rollout actor through the object store (no engine restart)."""
-    import ray
-
-    state = _full_state_dict(engine)
-    if rank == 0:
-        ref = ray.put(state)
-        ray.get([a.push_weights.remote([ref], version) for a in job.rollout_actors])
 
 
 def _save_state(engine, state_dir: Path, step: int, rank: int) -> None:

@@ -13,6 +13,9 @@ then serves for a whole training phase:
                       ray.get([a.push_weights.remote([ref], version) for a in actors])
       each actor:     ray.get(ref) -> state dict -> /dev/shm/....safetensors -> engine reload -> delete file
 
+  or, with ``grpo.weight_sync: broadcast``, receives them tensor by tensor from the trainer's rank 0 over a
+  process group (:meth:`RolloutActor.join_weight_group` once, :meth:`RolloutActor.receive_weights` per
+  push; :mod:`visplay.engine.broadcast`);
 * :meth:`RolloutActor.sequence_logprobs` scores a given completion with the engine (prompt log-probs), used
   to check that a push really changed what the engine computes, and for debugging train/infer mismatch.
 
@@ -40,7 +43,7 @@ import ray
 
 from visplay.config import EngineConfig, SamplingConfig
 from visplay.engine.llm import build_llm, sampling_params
-from visplay.engine.weight_sync import EXTENSION_CLS, SyncMethod, WeightSync
+from visplay.engine.weight_sync import EXTENSION_CLS, WeightSync
 
 if TYPE_CHECKING:
     import torch
@@ -119,12 +122,9 @@ class RolloutActor:
         version: weights version of ``checkpoint`` (e.g. :func:`visplay.world.tiny_model.model_version`).
         engine: engine settings; ``dtype`` is kept for every push (weights are cast to it).
         seed: engine seed (only used by requests without a seed; every :class:`RolloutRequest` has one).
-        sync_method: how pushed weights reach the engine, see :class:`visplay.engine.weight_sync.WeightSync`.
     """
 
-    def __init__(
-        self, checkpoint: str, version: str, engine: EngineConfig, seed: int, sync_method: SyncMethod = "file"
-    ) -> None:
+    def __init__(self, checkpoint: str, version: str, engine: EngineConfig, seed: int) -> None:
         from visplay.runtime import setup_logging
 
         setup_logging()  # this actor's own process: its INFO lines (starts, pushes) reach the job's log
@@ -132,7 +132,7 @@ class RolloutActor:
         self.checkpoint = str(checkpoint)
         self._version = version
         self.llm = build_llm(checkpoint, engine, seed=seed, worker_extension_cls=EXTENSION_CLS)
-        self.sync = WeightSync(self.llm, checkpoint, method=sync_method)
+        self.sync = WeightSync(self.llm, checkpoint)
         self.tokenizer = self.llm.get_tokenizer()
         log.info(
             "rollout engine %s ready in %.1fs (pid %d, dtype %s)",
@@ -207,6 +207,50 @@ class RolloutActor:
             seconds,
             report.write_seconds,
             report.load_seconds,
+        )
+        return seconds
+
+    def weight_sync_info(self) -> dict[str, Any]:
+        """What a broadcast sender needs: checkpoint weight shapes, engine dtype name, number of workers."""
+        return {
+            "shapes": self.sync.expected_shapes,
+            "dtype": str(self.sync.dtype).removeprefix("torch."),
+            "workers": self.llm.llm_engine.vllm_config.parallel_config.world_size,
+        }
+
+    def join_weight_group(
+        self, host: str, port: int, rank_offset: int, world_size: int, backend: str, timeout_s: float
+    ) -> list[int]:
+        """Have every engine worker join the trainer's broadcast group; return their ranks (blocks until formed)."""
+        return list(
+            self.llm.collective_rpc(
+                "visplay_join_group", args=(host, port, rank_offset, world_size, backend, timeout_s)
+            )
+        )
+
+    def receive_weights(self, specs: Sequence[Any], version: str) -> float:
+        """Receive one push broadcast by the trainer (:class:`visplay.engine.broadcast.BroadcastSender`).
+
+        ``specs`` (name, shape, dtype, in send order) were checked by the sender against this engine's
+        checkpoint. Returns the seconds spent here; ``version()`` returns ``version`` afterwards.
+        """
+        started = time.perf_counter()
+        plain = [
+            [s.name, list(s.shape), s.dtype] for s in specs
+        ]  # collective_rpc arguments go through msgpack
+        try:
+            counts = self.llm.collective_rpc("visplay_receive_broadcast", args=(plain,))
+            self.sync.invalidate_caches()
+        except Exception as err:
+            _exit_if_engine_dead(err)
+            raise
+        self._version = version
+        seconds = time.perf_counter() - started
+        log.info(
+            "received weights %s: %d tensors by broadcast, %.3fs",
+            short_version(version),
+            min(counts),
+            seconds,
         )
         return seconds
 

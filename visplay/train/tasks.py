@@ -122,7 +122,7 @@ class QuestionerTask:
                 r = questioner_reward(
                     q.ok,
                     p_of.get((i, j)),
-                    penalty_of.get((i, j), 0.0),
+                    self.rewards.diversity_weight * penalty_of.get((i, j), 0.0),
                     form=self.rewards.uncertainty_form,
                     invalid_penalty=self.rewards.invalid_penalty,
                     clip_at_zero=self.rewards.clip_at_zero,

@@ -1,0 +1,165 @@
+"""Does self-evolution work? Bootstrap, then every arm's self-evolution run, over seeds, then one report.
+
+Algorithm (three disjoint synthetic splits: a *labeled* bootstrap split, the *unlabeled* training corpus,
+the *labeled* held-out split; generator seeds and split names keep their image ids apart):
+  for each seed s in experiment.seeds:
+    1. bootstrap   the tiny random Qwen2.5-VL, warmed up on the labeled split (bootstrap_seed + s) -> B_s;
+                   the last time any label is read, except the held-out scoring
+    2. arms        for each arm (the full method; the fixed-Questioner control; the ablations: no
+                   diversity penalty, no difficulty band): the loop job's iterations from B_s on the
+                   unlabeled corpus (visplay/loop.py), the held-out split scored after every iteration;
+                   iteration 0 is B_s itself, the no-training control
+  report           accuracy per iteration (mean ± 95% CI over seeds), gain over bootstrap, per skill,
+                   diagnostics (visplay/experiment.py) -> experiment.report_dir/{README.md, accuracy.png,
+                   results.json}
+One Ray and two rollout engines serve every run (engines load each run's weights; no restarts). A run
+that fails is reported as such and the experiment goes on; a rerun resumes every run from its finished
+phases.
+
+Launch (README "The experiment"):
+  python jobs/experiment.py --config configs/tiny-cpu.yaml iterations=3       # report in docs/experiment
+  python jobs/experiment.py --config configs/tiny-cpu.yaml --quick out_dir=/tmp/x  # CI: every stage once
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ray
+
+from visplay import experiment, runtime, tracking
+from visplay.config import Config, load_config, save_config, with_overrides
+from visplay.generation.pipeline import Checkpoint
+from visplay.loop import run_iterations
+from visplay.train.rollout import start_rollout_actors
+from visplay.train.tasks import QuestionerTask
+from visplay.world.embedded import ensure_base_model, ensure_corpus
+
+log = logging.getLogger("visplay.experiment")
+
+
+def parse_args(argv: list[str] | None) -> list[str]:
+    """``--config``, ``--quick`` and dotted overrides -> the override list start_job parses (quick applied)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None)
+    parser.add_argument(
+        "--quick", action="store_true", help="one seed, one iteration, experiment.quick overrides"
+    )
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    head = ["--config", args.config] if args.config else []
+    if not args.quick:
+        return [*head, *args.overrides]
+    cfg = load_config(args.config, args.overrides)
+    quick = ["experiment.seeds=[0]", "iterations=1", *cfg.experiment.quick]
+    report = f"experiment.report_dir={cfg.run_dir.resolve() / 'report'}"
+    return [*head, *args.overrides, *quick, report]
+
+
+def run_config(cfg: Config, seed: int, arm: str | None, overrides: list[str] = ()) -> Config:
+    """The config of one seed's bootstrap (arm None) or one run: own directories, shared corpus and split."""
+    root = cfg.run_dir
+    base = [
+        f"seed={seed}",
+        f"out_dir={root / f'seed{seed}'}",
+        f"name={arm or 'bootstrap'}",
+        f"models.base={root / f'seed{seed}' / 'model'}",
+        f"models.bootstrap_seed={cfg.models.bootstrap_seed + seed}",
+        f"corpus.path={root / 'corpus' / 'images'}",
+        f"eval.synthetic_path={root / 'heldout'}",
+        "eval.during_evolve=true",
+    ]
+    return with_overrides(cfg, [*base, *overrides])
+
+
+def main(argv: list[str] | None = None) -> int:
+    # --- setup -------------------------------------------------------------------------------------
+    started = time.perf_counter()
+    cfg = runtime.start_job("experiment", parse_args(argv))
+    exp = cfg.experiment
+    arms = [(a.name, a.description) for a in exp.arms]
+    results: list[experiment.RunResult] = []
+    engines = None
+    try:
+        for seed in exp.seeds:
+            boot = run_config(cfg, seed, None)
+            base_path, base_version = ensure_base_model(boot)  # 1. bootstrap B_s (labels used here only)
+            log.info("seed %d: bootstrap model %s (%s)", seed, base_path, base_version[:12])
+            if engines is None:
+                engines = start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2)
+
+            # --- loop: 2. every arm from B_s ------------------------------------------------------
+            for arm in exp.arms:
+                run = run_config(cfg, seed, arm.name, arm.overrides)
+                error = ""
+                try:
+                    save_config(run, run.run_dir / "config.yaml")
+                    ensure_corpus(run)
+                    tracking.setup(run)
+                    images = QuestionerTask.load_images(
+                        run.corpus, limit=run.questioner_grpo.steps * run.questioner_grpo.prompts_per_step
+                    )
+                    print(f"=== seed {seed}, arm {arm.name}: {run.run_dir}", flush=True)
+                    run_iterations(
+                        run,
+                        Checkpoint(base_path, base_version, engines=(engines[0],)),
+                        Checkpoint(base_path, base_version, engines=(engines[1],)),
+                        images,
+                    )
+                except Exception as err:  # reported in the table; the other runs still go ahead
+                    log.exception("seed %d arm %s failed", seed, arm.name)
+                    error = f"{type(err).__name__}: {err}"
+                results.append(experiment.collect_run(run.run_dir, arm.name, seed, cfg.iterations, error))
+    except KeyboardInterrupt:
+        print(f"interrupted: finished phases are kept under {cfg.run_dir}; rerun the same command to resume")
+        return 130
+    finally:
+        ray.shutdown()
+
+    # --- cleanup: 3. the report --------------------------------------------------------------------
+    out = Path(exp.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    header = {
+        "command": "python jobs/experiment.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": _git_commit(),
+        "settings": (
+            f"{cfg.iterations} iterations; questioner GRPO {cfg.questioner_grpo.steps} steps x "
+            f"{cfg.questioner_grpo.prompts_per_step} images x {cfg.questioner_grpo.group_size}; reasoner GRPO "
+            f"{cfg.reasoner_grpo.steps} steps x {cfg.reasoner_grpo.prompts_per_step} x "
+            f"{cfg.reasoner_grpo.group_size}; corpus {cfg.corpus.synthetic_n} unlabeled images; held-out "
+            f"{cfg.eval.synthetic_n} labeled scenes; bootstrap {cfg.models.bootstrap_steps} steps on "
+            f"{cfg.models.bootstrap_images} labeled images"
+        ),
+        "wall time": f"{(time.perf_counter() - started) / 60:.1f} min on this machine",
+        "resolved config": str(cfg.run_dir / "config.yaml"),
+    }
+    report = experiment.render_report(results, arms, cfg.iterations, header)
+    (out / "README.md").write_text(report)
+    experiment.plot_accuracy(results, arms, cfg.iterations, out / "accuracy.png")
+    experiment.save_results(results, out / "results.json")
+    print(report, flush=True)
+    print(f"report: {out / 'README.md'}")
+    return 1 if any(r.error for r in results) else 0
+
+
+def _git_commit() -> str:
+    """The checkout's commit (with ``-dirty`` when it has changes), or ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The self-evolution experiment (jobs/experiment.py): disjoint splits, the statistics, the report, and a
+``--quick`` run of every stage (bootstrap, all four arms, evaluation, report) on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from visplay.config import load_config
+from visplay.experiment import RunResult, distinct_share, mean_ci, render_report
+from visplay.phases import Phase
+from visplay.world.corpus import make_corpus, read_ground_truth
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "tiny-cpu.yaml"
+
+
+def test_the_three_splits_share_no_image(tmp_path: Path) -> None:
+    """Labeled bootstrap splits (one per seed), the unlabeled corpus and the held-out split, at the sizes and
+    seeds of configs/tiny-cpu.yaml's experiment: no image id (sha256 of the PNG) occurs twice anywhere."""
+    cfg = load_config(CONFIG)
+    splits = {
+        f"bootstrap seed {s}": make_corpus(
+            tmp_path / f"b{s}", cfg.models.bootstrap_images, cfg.models.bootstrap_seed + s, split="bootstrap"
+        )
+        for s in cfg.experiment.seeds
+    }
+    splits["unlabeled"] = make_corpus(tmp_path / "u", cfg.corpus.synthetic_n, cfg.corpus.synthetic_seed)
+    splits["held-out"] = make_corpus(tmp_path / "h", cfg.eval.synthetic_n, cfg.eval.synthetic_seed, "heldout")
+    ids = {name: [r["image_id"] for r in read_ground_truth(c.ground_truth)] for name, c in splits.items()}
+    every = [i for group in ids.values() for i in group]
+    assert (
+        len(every)
+        == len(set(every))
+        == 3 * cfg.models.bootstrap_images + cfg.corpus.synthetic_n + cfg.eval.synthetic_n
+    )
+    assert sorted(p.read_bytes() != b"" for p in (tmp_path / "u").rglob("*.png"))  # the images exist
+
+
+def test_mean_ci_is_the_student_t_interval() -> None:
+    # [0.1, 0.2, 0.3]: mean 0.2, sample sd 0.1, se 0.1/sqrt(3); t(0.975, df=2) = 4.3026527297 -> 0.2484137712
+    mean, half = mean_ci([0.1, 0.2, 0.3])
+    assert mean == pytest.approx(0.2, abs=1e-12) and half == pytest.approx(0.24841377117503302, abs=1e-9)
+    # [0.4, 0.6]: sd sqrt(0.02), se 0.1; t(0.975, df=1) = 12.7062047362 -> 1.2706204736
+    assert mean_ci([0.4, 0.6])[1] == pytest.approx(1.2706204736174693, abs=1e-9)
+    assert mean_ci([0.7])[0] == 0.7 and math.isnan(mean_ci([0.7])[1])  # one seed: no interval
+    with pytest.raises(ValueError):
+        mean_ci([])
+
+
+def test_distinct_share_normalises_case_and_spaces() -> None:
+    # "How many?" and "how  many?" are one question; "Which colour?" another: 2 distinct of 3
+    assert distinct_share(["How many?", "how  many?", "Which colour?"]) == pytest.approx(2 / 3)
+    assert distinct_share([]) is None
+
+
+def _run(arm: str, seed: int, acc: list[float], skills: dict[str, float]) -> RunResult:
+    return RunResult(
+        arm=arm, seed=seed, accuracy=acc, per_skill=[skills, skills], questions=[8], kept=[4],
+        p_values=[[0.5, 1.0]], questioner_reward=[0.25], reasoner_reward=[0.5], distinct_share=[1.0],
+    )  # fmt: skip
+
+
+def test_report_gives_mean_ci_gain_per_skill_and_a_computed_verdict() -> None:
+    runs = [
+        _run("visplay", 0, [0.1, 0.2], {"count": 0.5}),
+        _run("visplay", 1, [0.1, 0.3], {"count": 0.25}),
+        _run("fixed_questioner", 0, [0.1, 0.1], {"count": 0.0}),
+        RunResult(arm="fixed_questioner", seed=1, accuracy=[0.1, None], per_skill=[{}, {}], error="boom"),
+    ]
+    arms = [("visplay", "full"), ("fixed_questioner", "control")]
+    text = render_report(runs, arms, 1, {"command": "python jobs/experiment.py"})
+    # visplay: iteration 0 [0.1, 0.1] -> 10.0 ± 0.0; iteration 1 [0.2, 0.3]: mean 25.0, se 5 points,
+    # t(0.975, 1) = 12.706 -> ± 63.5; gains [0.1, 0.2] -> 15.0 ± 63.5
+    assert "| visplay | 10.0 ± 0.0 | 25.0 ± 63.5 | 15.0 ± 63.5 |" in text
+    # fixed_questioner: both seeds scored the bootstrap model; one finished iteration 1: the mean alone
+    assert "| fixed_questioner | 10.0 ± 0.0 | 10.0 | 0.0 |" in text
+    assert "`visplay`: +15.0 points over bootstrap (interval includes 0); meets the +5-point goal" in text
+    assert "`fixed_questioner`: +0.0 points over bootstrap; misses the +5-point goal" in text
+    assert "is above the no-Questioner-reward control `fixed_questioner` (10.0%)" in text
+    assert "| visplay | 37.5 ± 158.8 |" in text  # per skill: [0.5, 0.25] -> 37.5, se 12.5 -> ± 158.8
+    # diagnostics: kept share 4/8, mean p 0.75, ten histogram bins of both seeds' [0.5, 1.0] (1.0 in the last)
+    assert "| visplay | 1 | 8.0 | 4.0 | 0.50 ± 0.00 | 0.75 | 0 0 0 0 0 2 0 0 0 2 |" in text
+    assert "- `fixed_questioner` seed 1: boom" in text
+
+
+@pytest.mark.slow
+def test_quick_experiment_runs_every_stage(tmp_path: Path) -> None:
+    """``--quick``: one seed, one iteration, 1 GRPO step per role, all four arms, then the report."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "jobs/experiment.py", "--config", str(CONFIG), "--quick", f"out_dir={tmp_path}"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    root = tmp_path / "tiny-cpu"
+    manifest = json.loads((root / "seed0" / "model" / "visplay_bootstrap.json").read_text())
+    assert manifest["steps"] == 10  # the bootstrap stage ran with the quick step count
+    results = json.loads((root / "report" / "results.json").read_text())
+    arms = [r["arm"] for r in results]
+    assert arms == ["visplay", "fixed_questioner", "no_diversity", "no_band"]
+    for result in results:
+        run_dir = root / "seed0" / result["arm"]
+        assert result["error"] == "" and None not in result["accuracy"] and len(result["accuracy"]) == 2
+        assert Phase(run_dir, 0, "evaluate").done() is not None
+        for name in ("train_questioner", "generate", "train_reasoner", "evaluate"):
+            assert Phase(run_dir, 1, name).done() is not None, (result["arm"], name)
+    # every arm starts from the same bootstrap model: identical iteration-0 accuracy
+    assert len({r["accuracy"][0] for r in results}) == 1
+    fixed = Phase(root / "seed0" / "fixed_questioner", 1, "train_questioner").done()
+    assert fixed["skipped"] is True and fixed["steps"] == []
+    no_band = load_config(root / "seed0" / "no_band" / "config.yaml")
+    assert (no_band.generation.p_low, no_band.generation.p_high) == (0.0, 1.0)
+    assert load_config(root / "seed0" / "no_diversity" / "config.yaml").rewards.diversity_weight == 0.0
+    report = (root / "report" / "README.md").read_text()
+    assert (
+        all(f"| {arm} |" in report for arm in arms) and (root / "report" / "accuracy.png").stat().st_size > 0
+    )

@@ -1,0 +1,266 @@
+"""Results of the self-evolution experiment (jobs/experiment.py): collect every run, aggregate, report.
+
+One *run* is one arm at one seed: the loop job's iterations from that seed's bootstrap model, with the
+held-out labeled split scored after every iteration (iteration 0 is the bootstrap model itself, the
+no-training control). :func:`collect_run` reads a finished (or partly finished) run directory into a
+:class:`RunResult`; :func:`render_report` turns the runs into the markdown a paper's table would show:
+accuracy per iteration as mean ± 95% confidence interval over seeds, the gain over the bootstrap model,
+per-skill accuracy, and the diagnostics that explain the numbers (kept fraction, agreement p, rewards,
+question diversity). Nothing is interpreted beyond arithmetic; the verdict lines compare means and say
+whether the intervals overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from visplay.phases import Phase
+from visplay.report import load_history, p_histogram
+
+BENCHMARK = "synthetic"
+"""The held-out labeled split's benchmark name in the evaluation reports."""
+GOAL_POINTS = 5.0
+"""Issue 7's goal: held-out accuracy after the last iteration at least this many points above bootstrap."""
+
+
+@dataclass
+class RunResult:
+    """One arm at one seed. Lists over iterations: ``accuracy``/``per_skill`` start at iteration 0 (the
+    bootstrap model), the generation and training figures at iteration 1; a missing phase gives None."""
+
+    arm: str
+    seed: int
+    accuracy: list[float | None]
+    per_skill: list[dict[str, float]]
+    questions: list[int] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)
+    p_values: list[list[float]] = field(default_factory=list)
+    questioner_reward: list[float | None] = field(default_factory=list)
+    reasoner_reward: list[float | None] = field(default_factory=list)
+    distinct_share: list[float | None] = field(default_factory=list)
+    """Share of parsed questions whose normalised text is unique within the iteration's generated set."""
+    error: str = ""
+    """Why the run stopped early ("" when every iteration finished)."""
+
+
+def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width of the Student-t confidence interval); the half-width is NaN for one value."""
+    from scipy.stats import t
+
+    if not values:
+        raise ValueError("mean_ci needs at least one value")
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return mean, math.nan
+    half = t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, float(half)
+
+
+def _normalise(question: str) -> str:
+    return " ".join(question.lower().split())
+
+
+def distinct_share(questions: list[str]) -> float | None:
+    """Unique normalised (lower-case, single-spaced) questions / all questions; None for none."""
+    if not questions:
+        return None
+    return len({_normalise(q) for q in questions}) / len(questions)
+
+
+def collect_run(run_dir: str | Path, arm: str, seed: int, iterations: int, error: str = "") -> RunResult:
+    """Read one run's evaluation markers, history and generated question sets (finished phases only)."""
+    run_dir = Path(run_dir)
+    result = RunResult(arm=arm, seed=seed, accuracy=[], per_skill=[], error=error)
+    for it in range(iterations + 1):
+        evaluated = Phase(run_dir, it, "evaluate").done()
+        report = next((r for r in (evaluated or {}).get("reports", []) if r["benchmark"] == BENCHMARK), None)
+        result.accuracy.append(None if report is None else report["rule_score"])
+        result.per_skill.append({} if report is None else dict(report["per_category"]))
+    history = {r.iteration: r for r in load_history(run_dir / "history.json")}
+    for it in range(1, iterations + 1):
+        record = history.get(it)
+        result.questions.append(record.questions if record else 0)
+        result.kept.append(record.kept if record else 0)
+        result.p_values.append(list(record.p_values) if record else [])
+        result.questioner_reward.append(_mean(record.questioner_reward) if record else None)
+        result.reasoner_reward.append(_mean(record.reasoner_reward) if record else None)
+        generated = Phase(run_dir, it, "generate").done()
+        texts: list[str] = []
+        for name in ("questions", "dropped"):
+            if generated:
+                table = pq.read_table(generated["files"][name], columns=["parse_ok", "question"])
+                texts += [r["question"] for r in table.to_pylist() if r["parse_ok"] and r["question"]]
+        result.distinct_share.append(distinct_share(texts))
+    return result
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± half-width`` (scaled), ``mean`` alone for one value, ``–`` for none."""
+    if not values:
+        return "–"
+    mean, half = mean_ci(values)
+    if math.isnan(half):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
+
+
+def _present(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def _at(runs: list[RunResult], attr: str, index: int) -> list[float]:
+    return _present([getattr(r, attr)[index] if index < len(getattr(r, attr)) else None for r in runs])
+
+
+def render_report(
+    runs: list[RunResult], arms: list[tuple[str, str]], iterations: int, header: dict[str, str]
+) -> str:
+    """The markdown report. ``arms``: (name, description) in display order; ``header``: label -> value
+    lines shown first (command, commit, settings, wall time)."""
+    by_arm = {name: [r for r in runs if r.arm == name] for name, _ in arms}
+    seeds = sorted({r.seed for r in runs})
+    lines = ["# Self-evolution at laptop scale: held-out accuracy per iteration", ""]
+    lines += [f"- **{key}**: {value}" for key, value in header.items()]
+    lines += [f"- **seeds**: {seeds} (intervals: 95% Student-t over seeds; one seed shows the mean only)", ""]
+
+    lines += ["## Held-out accuracy (%)", ""]
+    cols = [
+        "arm",
+        "iter 0 (bootstrap)",
+        *[f"iter {i}" for i in range(1, iterations + 1)],
+        "gain over bootstrap",
+    ]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, _ in arms:
+        group = by_arm[name]
+        gains = [r.accuracy[-1] - r.accuracy[0] for r in group if None not in (r.accuracy[0], r.accuracy[-1])]
+        cells = [_cell(_at(group, "accuracy", i)) for i in range(iterations + 1)]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_cell(gains)} |")
+    lines += ["", "Arms:", ""] + [f"- `{name}`: {text}" for name, text in arms] + [""]
+    lines += ["## Verdict (computed)", ""] + _verdict(by_arm, arms) + [""]
+
+    skills = sorted({s for r in runs for row in r.per_skill for s in row})
+    if skills:
+        lines += [
+            f"## Per skill after iteration {iterations} (%; bootstrap = iteration 0 of `{arms[0][0]}`)",
+            "",
+        ]
+        lines += ["| arm | " + " | ".join(skills) + " |", "|---|" + "---|" * len(skills)]
+        first = by_arm[arms[0][0]]
+        rows = [("bootstrap", first, 0)] + [(name, by_arm[name], iterations) for name, _ in arms]
+        for label, group, it in rows:
+            cells = [
+                _cell(_present([r.per_skill[it].get(s) if it < len(r.per_skill) else None for r in group]))
+                for s in skills
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    lines += ["## Diagnostics per iteration (mean over seeds)", ""]
+    lines += [
+        "| arm | iter | questions | kept | kept share | mean p | p histogram (0.0…1.0) | questioner reward | reasoner reward | distinct questions |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name, _ in arms:
+        for i in range(iterations):
+            group = by_arm[name]
+            questions, kept = _at(group, "questions", i), _at(group, "kept", i)
+            ps = [p for r in group if i < len(r.p_values) for p in r.p_values[i]]
+            share = [k / q for q, k in zip(questions, kept, strict=True) if q]
+            lines.append(
+                f"| {name} | {i + 1} | {_num(questions)} | {_num(kept)} | {_cell(share, 1, 2)} | "
+                f"{_num(ps, 2)} | {' '.join(map(str, p_histogram(ps)))} | {_cell(_at(group, 'questioner_reward', i), 1, 3)} | "
+                f"{_cell(_at(group, 'reasoner_reward', i), 1, 3)} | {_cell(_at(group, 'distinct_share', i), 1, 2)} |"
+            )  # fmt: skip
+    failed = [r for r in runs if r.error]
+    if failed:
+        lines += ["", "## Runs that did not finish", ""]
+        lines += [f"- `{r.arm}` seed {r.seed}: {r.error}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def _num(values: list[float], digits: int = 1) -> str:
+    return f"{statistics.fmean(values):.{digits}f}" if values else "–"
+
+
+def _verdict(by_arm: dict[str, list[RunResult]], arms: list[tuple[str, str]]) -> list[str]:
+    """Gain of each arm over the bootstrap model against the goal, and the main arm against the control."""
+    out = []
+    finals = {}
+    for name, _ in arms:
+        gains = [
+            r.accuracy[-1] - r.accuracy[0]
+            for r in by_arm[name]
+            if None not in (r.accuracy[0], r.accuracy[-1])
+        ]
+        if not gains:
+            out.append(f"- `{name}`: no finished run")
+            continue
+        mean, half = mean_ci(gains)
+        finals[name] = [r.accuracy[-1] for r in by_arm[name] if r.accuracy[-1] is not None]
+        met = "meets" if mean * 100 >= GOAL_POINTS else "misses"
+        sure = (
+            ""
+            if math.isnan(half)
+            else (" (interval excludes 0)" if abs(mean) > half else " (interval includes 0)")
+        )
+        out.append(
+            f"- `{name}`: {mean * 100:+.1f} points over bootstrap{sure}; {met} the +{GOAL_POINTS:.0f}-point goal"
+        )
+    main, control = arms[0][0], "fixed_questioner"
+    if main in finals and control in finals:
+        a, b = mean_ci(finals[main]), mean_ci(finals[control])
+        overlap = math.isnan(a[1]) or math.isnan(b[1]) or abs(a[0] - b[0]) <= a[1] + b[1]
+        relation = "above" if a[0] > b[0] else "not above"
+        out.append(
+            f"- `{main}` final accuracy {a[0] * 100:.1f}% is {relation} the no-Questioner-reward control "
+            f"`{control}` ({b[0] * 100:.1f}%){'; the intervals overlap' if overlap else ''}"
+        )
+    return out
+
+
+def plot_accuracy(
+    runs: list[RunResult], arms: list[tuple[str, str]], iterations: int, path: str | Path
+) -> Path:
+    """Mean held-out accuracy per iteration with 95% interval bars, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, (name, _) in enumerate(arms):
+        group = [r for r in runs if r.arm == name]
+        xs, means, halves = [], [], []
+        for i in range(iterations + 1):
+            values = _at(group, "accuracy", i)
+            if values:
+                mean, half = mean_ci(values)
+                xs.append(i + (k - len(arms) / 2) * 0.04)
+                means.append(mean * 100)
+                halves.append(0 if math.isnan(half) else half * 100)
+        ax.errorbar(xs, means, yerr=halves, marker="o", capsize=3, label=name)
+    ax.set_xticks(range(iterations + 1), ["bootstrap"] + [str(i) for i in range(1, iterations + 1)])
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_results(runs: list[RunResult], path: str | Path) -> Path:
+    """Every run's raw figures as JSON (what the report was computed from)."""
+    Path(path).write_text(json.dumps([asdict(r) for r in runs], indent=1) + "\n")
+    return Path(path)
