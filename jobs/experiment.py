@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     cfg = runtime.start_job("experiment", parse_args(argv))
     exp = cfg.experiment
-    arms = [(a.name, a.description) for a in exp.arms]
     results: list[experiment.RunResult] = []
     engines = None
     try:
@@ -115,13 +114,24 @@ def main(argv: list[str] | None = None) -> int:
                     log.exception("seed %d arm %s failed", seed, arm.name)
                     error = f"{type(err).__name__}: {err}"
                 results.append(experiment.collect_run(run.run_dir, arm.name, seed, cfg.iterations, error))
+                write_report(cfg, results, argv, started)
     except KeyboardInterrupt:
         print(f"interrupted: finished phases are kept under {cfg.run_dir}; rerun the same command to resume")
         return 130
     finally:
         ray.shutdown()
 
-    # --- cleanup: 3. the report --------------------------------------------------------------------
+    # --- cleanup ----------------------------------------------------------------------------------
+    print(f"report: {Path(exp.report_dir) / 'README.md'}")
+    return 1 if any(r.error for r in results) else 0
+
+
+def write_report(
+    cfg: Config, results: list[experiment.RunResult], argv: list[str] | None, started: float
+) -> None:
+    """3. The report from the runs so far (rewritten after every run, so a stopped experiment has one)."""
+    exp = cfg.experiment
+    arms = [(a.name, a.description) for a in exp.arms]
     out = Path(exp.report_dir)
     out.mkdir(parents=True, exist_ok=True)
     header = {
@@ -135,16 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{cfg.eval.synthetic_n} labeled scenes; bootstrap {cfg.models.bootstrap_steps} steps on "
             f"{cfg.models.bootstrap_images} labeled images"
         ),
-        "wall time": f"{(time.perf_counter() - started) / 60:.1f} min on this machine",
+        "runs": f"{len(results)} of {len(exp.seeds) * len(arms)} finished or failed",
+        "wall time": f"{(time.perf_counter() - started) / 60:.1f} min on this machine so far",
         "resolved config": str(cfg.run_dir / "config.yaml"),
     }
-    report = experiment.render_report(results, arms, cfg.iterations, header)
-    (out / "README.md").write_text(report)
+    (out / "README.md").write_text(experiment.render_report(results, arms, cfg.iterations, header))
     experiment.plot_accuracy(results, arms, cfg.iterations, out / "accuracy.png")
     experiment.save_results(results, out / "results.json")
-    print(report, flush=True)
-    print(f"report: {out / 'README.md'}")
-    return 1 if any(r.error for r in results) else 0
 
 
 def _git_commit() -> str:

@@ -91,15 +91,20 @@ def test_report_gives_mean_ci_gain_per_skill_and_a_computed_verdict() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_quick_experiment_runs_every_stage(tmp_path: Path) -> None:
-    """``--quick``: one seed, one iteration, 1 GRPO step per role, all four arms, then the report."""
+    """``--quick``: one seed, one iteration, 1 GRPO step per role, all four arms, then the report.
+
+    In ``-m e2e``, not the default run: about 11 minutes on 2 cores (a bootstrap of 100 steps, then seven GRPO
+    phases at about 95 s each, most of it Ray Train worker start-up), which the 30-minute CI cannot hold.
+    """
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, "jobs/experiment.py", "--config", str(CONFIG), "--quick", f"out_dir={tmp_path}"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     root = tmp_path / "tiny-cpu"
     manifest = json.loads((root / "seed0" / "model" / "visplay_bootstrap.json").read_text())
-    assert manifest["steps"] == 10  # the bootstrap stage ran with the quick step count
+    assert manifest["steps"] == load_config(CONFIG).models.bootstrap_steps  # the bootstrap stage ran
     results = json.loads((root / "report" / "results.json").read_text())
     arms = [r["arm"] for r in results]
     assert arms == ["visplay", "fixed_questioner", "no_diversity", "no_band"]
@@ -111,6 +116,11 @@ def test_quick_experiment_runs_every_stage(tmp_path: Path) -> None:
             assert Phase(run_dir, 1, name).done() is not None, (result["arm"], name)
     # every arm starts from the same bootstrap model: identical iteration-0 accuracy
     assert len({r["accuracy"][0] for r in results}) == 1
+    # the Reasoner trained where questions were kept (no_band keeps every question with a silver label)
+    for result in results:
+        trained = Phase(root / "seed0" / result["arm"], 1, "train_reasoner").done()
+        assert trained["steps"] if result["kept"][0] else trained["skipped"], result["arm"]
+    assert next(r for r in results if r["arm"] == "no_band")["kept"][0] > 0
     fixed = Phase(root / "seed0" / "fixed_questioner", 1, "train_questioner").done()
     assert fixed["skipped"] is True and fixed["steps"] == []
     no_band = load_config(root / "seed0" / "no_band" / "config.yaml")
