@@ -1,11 +1,12 @@
 """Weight sync is real: weights pushed into a running rollout engine change what it computes, exactly.
 
-The reference is a transformers forward pass of the same weights. One rollout actor (one vLLM engine, fp32,
-the ``rollout_engine`` of configs/tiny-cpu.yaml) serves the whole module:
+The reference is a transformers forward pass of the same weights. The session's warm rollout actor (one vLLM
+engine, fp32, the ``rollout_engine`` of configs/tiny-cpu.yaml, holding the bootstrapped tiny model) serves the
+whole module and gets the bootstrapped weights back at the end:
 
 1. before any push, the engine's log-probs of a fixed completion (given a fixed prompt and image) equal
-   those of the tiny model in transformers;
-2. after pushing a perturbed copy of the weights (``[ray.put(state_dict)]``, transformers runtime names),
+   those of the bootstrapped model in transformers;
+2. after pushing other weights (the random tiny model; ``[ray.put(state_dict)]``, transformers runtime names),
    they equal the *perturbed* transformers model's and are far from the old ones; the version changed and
    the actor and engine processes are the same (no restart);
 3. greedy generation after the push follows the perturbed model (so the prefix and encoder caches, filled
@@ -23,7 +24,6 @@ Fast tests (no engine) cover the name mapping, the file writer and the broadcast
 
 from __future__ import annotations
 
-import copy
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +49,6 @@ TOLERANCE = 1e-3
 """Max abs difference of per-token log-probs between vLLM and transformers, fp32 (observed: ~1e-6)."""
 CLEARLY_DIFFERENT = 50 * TOLERANCE
 """A push must move the engine's log-probs by at least this much (observed: ~1)."""
-NOISE_STD, NOISE_SEED = 0.02, 1234
 COMPLETION_TEXT = (
     "<type>numerical</type><question>How many red squares are there?</question><answer>1</answer>"
 )
@@ -88,36 +87,35 @@ def test_weights_file_casts_floats_to_the_engine_dtype_and_unties_shared_tensors
     assert back["steps"].dtype == torch.int64 and back["steps"].tolist() == [3]  # integers are never cast
 
 
-def _broadcast_receiver(port: int, queue) -> None:
-    """Rank 1 of a 2-rank gloo group: read one spec through the engine iterator, drain the rest."""
-    from visplay.engine.broadcast import TensorSpec, drain, receive_into_engine
+RECEIVER = """
+import json, sys, torch
+from visplay.engine.broadcast import TensorSpec, drain, open_group, receive_into_engine
 
-    group = open_group("127.0.0.1", port, 1, 2, "gloo", 30)
-    specs = [
-        TensorSpec("a", (2, 3), "float32"),
-        TensorSpec("b", (4,), "bfloat16"),
-        TensorSpec("c", (1,), "int64"),
-    ]
-    name, first = next(receive_into_engine(group, specs, torch.device("cpu")))
-    queue.put((name, first.tolist(), drain(group, specs[1:], torch.device("cpu"))))
+group = open_group("127.0.0.1", int(sys.argv[1]), 1, 2, "gloo", 120)
+specs = [TensorSpec("a", (2, 3), "float32"), TensorSpec("b", (4,), "bfloat16"), TensorSpec("c", (1,), "int64")]
+name, first = next(receive_into_engine(group, specs, torch.device("cpu")))  # the engine reads one tensor...
+print(json.dumps([name, first.tolist(), drain(group, specs[1:], torch.device("cpu"))]))  # ...and stops
+"""
+"""Rank 1 of a 2-rank gloo group in its own process (imports only torch and visplay.engine.broadcast)."""
 
 
 def test_broadcast_receiver_takes_tensors_in_order_and_drains_what_it_did_not_load() -> None:
     """A receiver that stops reading after the first tensor still takes the rest, so the sender never hangs."""
-    import multiprocessing
+    import json
+    import subprocess
+    import sys
 
-    ctx = multiprocessing.get_context("spawn")
-    port, queue = free_port(), ctx.Queue()
-    receiver = ctx.Process(target=_broadcast_receiver, args=(port, queue))
-    receiver.start()
-    group = open_group("127.0.0.1", port, 0, 2, "gloo", 30)
+    port = free_port()
+    receiver = subprocess.Popen(
+        [sys.executable, "-c", RECEIVER, str(port)], stdout=subprocess.PIPE, text=True
+    )
+    group = open_group("127.0.0.1", port, 0, 2, "gloo", 120)  # waits for the receiver to join
     sent = [torch.arange(6.0).reshape(2, 3), torch.ones(4, dtype=torch.bfloat16), torch.tensor([7])]
     for tensor in sent:
         group.broadcast(tensor, 0).wait()
-    name, first, drained = queue.get(timeout=30)
-    receiver.join(timeout=30)
-    assert (name, first, drained) == ("a", [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], 2)
-    assert receiver.exitcode == 0
+    out, _ = receiver.communicate(timeout=120)
+    assert receiver.returncode == 0
+    assert json.loads(out) == ["a", [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], 2]
 
 
 def test_push_shape_check_names_missing_and_misshaped_weights() -> None:
@@ -152,18 +150,15 @@ def image() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def hf(tiny_model):
-    """(processor, original fp32 model, perturbed copy): every >=2-D weight + N(0, 0.02^2), seeded."""
+def hf(bootstrapped_model, tiny_model):
+    """(processor, original fp32 model, "perturbed" model): the bootstrapped model, and the random tiny model
+    it was warmed up from (same architecture and tokenizer, clearly other weights and other greedy choices;
+    small noise on the bootstrapped weights moved the log-probs but left its greedy tokens unchanged)."""
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    processor = AutoProcessor.from_pretrained(tiny_model)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model, dtype=torch.float32).eval()
-    perturbed = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(NOISE_SEED)
-    with torch.no_grad():
-        for param in perturbed.parameters():  # linear/embedding/conv weights of the LM and the vision tower
-            if param.ndim >= 2:
-                param.add_(torch.randn(param.shape, generator=generator) * NOISE_STD)
+    processor = AutoProcessor.from_pretrained(bootstrapped_model)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(bootstrapped_model, dtype=torch.float32).eval()
+    perturbed = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model, dtype=torch.float32).eval()
     return processor, model, perturbed
 
 
@@ -177,16 +172,17 @@ def completion(hf) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def actor(ray_local, tiny_model):
-    """One rollout actor on the tiny model, fp32 engine, for the whole module."""
-    from visplay.train.rollout import start_rollout_actors
+def actor(ray_local, bootstrapped_engine, bootstrapped_model):
+    """The session's warm rollout actor (fp32 engine) holding the bootstrapped model; given back with those
+    weights and their version (the tests below push other weights and labels into it)."""
+    from visplay.train.rollout import load_checkpoint_into
     from visplay.world.tiny_model import model_version
 
-    engine = load_config(CONFIG).rollout_engine
-    assert engine.dtype == "float32"  # the exact comparisons below need an fp32 engine
-    (handle,) = start_rollout_actors(tiny_model, model_version(tiny_model), engine, seed=0, count=1)
-    yield handle
-    ray_local.kill(handle)
+    assert load_config(CONFIG).rollout_engine.dtype == "float32"  # the exact comparisons need an fp32 engine
+    version = model_version(bootstrapped_model)
+    load_checkpoint_into([bootstrapped_engine], bootstrapped_model, version)
+    yield bootstrapped_engine
+    load_checkpoint_into([bootstrapped_engine], bootstrapped_model, version)
 
 
 def _hf_inputs(processor, prompt: str, image: bytes, tokens: list[int]) -> dict[str, torch.Tensor]:
@@ -284,10 +280,10 @@ def sync_run(ray_local, actor, hf, image, completion) -> SyncRun:
 
 
 @pytest.mark.slow
-def test_state_dict_names_are_the_checkpoint_names_after_mapping(hf, tiny_model) -> None:
+def test_state_dict_names_are_the_checkpoint_names_after_mapping(hf, bootstrapped_model) -> None:
     _, model, _ = hf
     state = model.state_dict()
-    on_disk = checkpoint_weight_shapes(tiny_model)
+    on_disk = checkpoint_weight_shapes(bootstrapped_model)
     assert set(state) != set(on_disk)  # transformers 5 renames on save: the mapping is needed for the check
     mapped = to_checkpoint_names(state)
     assert {name: tuple(t.shape) for name, t in mapped.items()} == on_disk
