@@ -19,6 +19,7 @@ phases.
 Launch (README "The experiment"):
   python jobs/experiment.py --config configs/tiny-cpu.yaml iterations=3       # report in docs/experiment
   python jobs/experiment.py --config configs/tiny-cpu.yaml --quick out_dir=/tmp/x  # CI: every stage once
+  python jobs/experiment.py --config configs/tiny-cpu.yaml iterations=3 --report-only  # report from runs so far
 """
 
 from __future__ import annotations
@@ -33,23 +34,26 @@ from pathlib import Path
 import ray
 
 from visplay import experiment, runtime, tracking
-from visplay.config import Config, load_config, save_config, with_overrides
+from visplay.config import Config, load_config, save_config, with_absolute_paths, with_overrides
 from visplay.generation.pipeline import Checkpoint
 from visplay.loop import run_iterations
 from visplay.train.rollout import start_rollout_actors
 from visplay.train.tasks import QuestionerTask
+from visplay.world.corpus import GROUND_TRUTH_FILENAME
 from visplay.world.embedded import ensure_base_model, ensure_corpus
 
 log = logging.getLogger("visplay.experiment")
 
 
 def parse_args(argv: list[str] | None) -> list[str]:
-    """``--config``, ``--quick`` and dotted overrides -> the override list start_job parses (quick applied)."""
+    """``--config``, ``--quick`` and dotted overrides -> the override list start_job parses (quick applied);
+    ``--report-only`` is read by :func:`main`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None)
     parser.add_argument(
         "--quick", action="store_true", help="one seed, one iteration, experiment.quick overrides"
     )
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     head = ["--config", args.config] if args.config else []
@@ -80,6 +84,19 @@ def run_config(cfg: Config, seed: int, arm: str | None, overrides: list[str] = (
 def main(argv: list[str] | None = None) -> int:
     # --- setup -------------------------------------------------------------------------------------
     started = time.perf_counter()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--report-only" in args:  # no Ray, no training: collect what the runs have finished so far
+        cfg = with_absolute_paths(load_config_from_args(parse_args(args)))
+        results = [
+            experiment.collect_run(
+                run_config(cfg, s, a.name).run_dir, a.name, s, cfg.iterations, "", _skills(cfg)
+            )
+            for s in cfg.experiment.seeds
+            for a in cfg.experiment.arms
+        ]
+        write_report(cfg, results, [a for a in args if a != "--report-only"], None)
+        print(f"report: {Path(cfg.experiment.report_dir) / 'README.md'}")
+        return 0
     cfg = runtime.start_job("experiment", parse_args(argv))
     exp = cfg.experiment
     results: list[experiment.RunResult] = []
@@ -113,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as err:  # reported in the table; the other runs still go ahead
                     log.exception("seed %d arm %s failed", seed, arm.name)
                     error = f"{type(err).__name__}: {err}"
-                results.append(experiment.collect_run(run.run_dir, arm.name, seed, cfg.iterations, error))
+                results.append(
+                    experiment.collect_run(run.run_dir, arm.name, seed, cfg.iterations, error, _skills(cfg))
+                )
                 write_report(cfg, results, argv, started)
     except KeyboardInterrupt:
         print(f"interrupted: finished phases are kept under {cfg.run_dir}; rerun the same command to resume")
@@ -146,12 +165,31 @@ def write_report(
             f"{cfg.models.bootstrap_images} labeled images"
         ),
         "runs": f"{len(results)} of {len(exp.seeds) * len(arms)} finished or failed",
-        "wall time": f"{(time.perf_counter() - started) / 60:.1f} min on this machine so far",
+        "wall time": (
+            "see each run's history.json (report rewritten from finished runs)"
+            if started is None
+            else f"{(time.perf_counter() - started) / 60:.1f} min on this machine so far"
+        ),
         "resolved config": str(cfg.run_dir / "config.yaml"),
     }
-    (out / "README.md").write_text(experiment.render_report(results, arms, cfg.iterations, header))
+    truth = cfg.run_dir / "heldout" / GROUND_TRUTH_FILENAME
+    blind = experiment.blind_baseline(*experiment.heldout_labels(truth)) if truth.is_file() else None
+    (out / "README.md").write_text(experiment.render_report(results, arms, cfg.iterations, header, blind))
     experiment.plot_accuracy(results, arms, cfg.iterations, out / "accuracy.png")
     experiment.save_results(results, out / "results.json")
+
+
+def _skills(cfg: Config) -> dict[str, str] | None:
+    """Example id -> skill of the experiment's held-out split (None before it exists)."""
+    truth = cfg.run_dir / "heldout" / GROUND_TRUTH_FILENAME
+    return experiment.heldout_labels(truth)[0] if truth.is_file() else None
+
+
+def load_config_from_args(args: list[str]) -> Config:
+    """The config that ``--config FILE overrides...`` (as :func:`parse_args` returns them) describe."""
+    if args[:1] == ["--config"]:
+        return load_config(args[1], args[2:])
+    return load_config(None, args)
 
 
 def _git_commit() -> str:

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from visplay.config import load_config
-from visplay.experiment import RunResult, distinct_share, mean_ci, render_report
+from visplay.experiment import (
+    RunResult,
+    answer_variety,
+    blind_baseline,
+    distinct_share,
+    mean_ci,
+    render_report,
+)
 from visplay.phases import Phase
 from visplay.world.corpus import make_corpus, read_ground_truth
 
@@ -60,6 +67,33 @@ def test_distinct_share_normalises_case_and_spaces() -> None:
     assert distinct_share([]) is None
 
 
+def test_blind_baseline_is_the_best_constant_answer_per_skill() -> None:
+    # count golds 1, 1, 2 -> answering "1" everywhere scores 2/3; colour golds A, B -> 1/2;
+    # all five: "1" is right 2 times of 5 -> 0.4
+    skill_of = {"c1": "count", "c2": "count", "c3": "count", "k1": "colour", "k2": "colour"}
+    gold = {"c1": "1", "c2": "1", "c3": "2", "k1": "A", "k2": "B"}
+    assert blind_baseline(skill_of, gold) == {"colour": 0.5, "count": pytest.approx(2 / 3), "all": 0.4}
+
+
+def test_answer_variety_counts_distinct_boxed_answers_per_skill(tmp_path: Path) -> None:
+    rows = [
+        ("c1", "\\boxed{2}"),
+        ("c2", "so \\boxed{2}."),
+        ("k1", "\\boxed{C}"),
+        ("k2", "no box"),
+        ("x", "\\boxed{9}"),
+    ]
+    lines = [json.dumps({"benchmark": "synthetic", "example_id": i, "text": t}) for i, t in rows]
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    # count: "2" twice -> 1 answer; colour: "C" and unparsed (None) -> 2; "x" is not a held-out id
+    assert answer_variety(
+        tmp_path / "p.jsonl", {"c1": "count", "c2": "count", "k1": "colour", "k2": "colour"}
+    ) == {
+        "colour": 2,
+        "count": 1,
+    }
+
+
 def _run(arm: str, seed: int, acc: list[float], skills: dict[str, float]) -> RunResult:
     return RunResult(
         arm=arm, seed=seed, accuracy=acc, per_skill=[skills, skills], questions=[8], kept=[4],
@@ -75,7 +109,8 @@ def test_report_gives_mean_ci_gain_per_skill_and_a_computed_verdict() -> None:
         RunResult(arm="fixed_questioner", seed=1, accuracy=[0.1, None], per_skill=[{}, {}], error="boom"),
     ]
     arms = [("visplay", "full"), ("fixed_questioner", "control")]
-    text = render_report(runs, arms, 1, {"command": "python jobs/experiment.py"})
+    runs[0].distinct_answers = [{"count": 1}, {"count": 3}]
+    text = render_report(runs, arms, 1, {"command": "python jobs/experiment.py"}, {"count": 0.4, "all": 0.3})
     # visplay: iteration 0 [0.1, 0.1] -> 10.0 ± 0.0; iteration 1 [0.2, 0.3]: mean 25.0, se 5 points,
     # t(0.975, 1) = 12.706 -> ± 63.5; gains [0.1, 0.2] -> 15.0 ± 63.5
     assert "| visplay | 10.0 ± 0.0 | 25.0 ± 63.5 | 15.0 ± 63.5 |" in text
@@ -88,6 +123,8 @@ def test_report_gives_mean_ci_gain_per_skill_and_a_computed_verdict() -> None:
     # diagnostics: kept share 4/8, mean p 0.75, ten histogram bins of both seeds' [0.5, 1.0] (1.0 in the last)
     assert "| visplay | 1 | 8.0 | 4.0 | 0.50 ± 0.00 | 0.75 | 0 0 0 0 0 2 0 0 0 2 |" in text
     assert "- `fixed_questioner` seed 1: boom" in text
+    assert "| best constant answer (image-blind) | 40.0 |" in text and "split scores 30.0%" in text
+    assert "- `visplay` seed 0: count 1 → 3" in text
 
 
 @pytest.mark.slow

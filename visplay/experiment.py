@@ -45,6 +45,9 @@ class RunResult:
     reasoner_reward: list[float | None] = field(default_factory=list)
     distinct_share: list[float | None] = field(default_factory=list)
     """Share of parsed questions whose normalised text is unique within the iteration's generated set."""
+    distinct_answers: list[dict[str, int]] = field(default_factory=list)
+    """Per iteration from 0: skill -> distinct greedy answers on the held-out split (1 = the same answer to
+    every question of that skill, whatever the image)."""
     error: str = ""
     """Why the run stopped early ("" when every iteration finished)."""
 
@@ -73,15 +76,57 @@ def distinct_share(questions: list[str]) -> float | None:
     return len({_normalise(q) for q in questions}) / len(questions)
 
 
-def collect_run(run_dir: str | Path, arm: str, seed: int, iterations: int, error: str = "") -> RunResult:
-    """Read one run's evaluation markers, history and generated question sets (finished phases only)."""
+def blind_baseline(skill_of: dict[str, str], gold: dict[str, str]) -> dict[str, float]:
+    """Skill -> accuracy of answering every held-out question of that skill with its most common gold answer
+    (what an image-blind model can reach); ``"all"`` for the whole split."""
+    out = {}
+    for skill in sorted(set(skill_of.values())) + ["all"]:
+        answers = [gold[i] for i, s in skill_of.items() if skill in ("all", s)]
+        out[skill] = max(answers.count(a) for a in set(answers)) / len(answers)
+    return out
+
+
+def heldout_labels(truth_path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(example id -> skill, example id -> gold answer) of the held-out synthetic split's ground truth."""
+    from visplay.eval.adapters import load_benchmark
+
+    examples = load_benchmark(BENCHMARK, truth_path)
+    return {e.example_id: e.category for e in examples}, {e.example_id: e.answer for e in examples}
+
+
+def answer_variety(predictions: str | Path, skill_of: dict[str, str]) -> dict[str, int]:
+    """Skill -> number of distinct extracted answers in an evaluation's predictions.jsonl (unparsed: one more)."""
+    from visplay.rewards import extract_boxed
+
+    seen: dict[str, set] = {}
+    for line in Path(predictions).read_text().splitlines():
+        row = json.loads(line)
+        if row["benchmark"] == BENCHMARK and row["example_id"] in skill_of:
+            seen.setdefault(skill_of[row["example_id"]], set()).add(extract_boxed(row["text"]))
+    return {skill: len(answers) for skill, answers in sorted(seen.items())}
+
+
+def collect_run(
+    run_dir: str | Path,
+    arm: str,
+    seed: int,
+    iterations: int,
+    error: str = "",
+    skill_of: dict[str, str] | None = None,
+) -> RunResult:
+    """Read one run's evaluation markers, history and generated question sets (finished phases only);
+    with `skill_of` (:func:`heldout_labels`) also the variety of its held-out answers."""
     run_dir = Path(run_dir)
     result = RunResult(arm=arm, seed=seed, accuracy=[], per_skill=[], error=error)
     for it in range(iterations + 1):
-        evaluated = Phase(run_dir, it, "evaluate").done()
+        phase = Phase(run_dir, it, "evaluate")
+        evaluated = phase.done()
         report = next((r for r in (evaluated or {}).get("reports", []) if r["benchmark"] == BENCHMARK), None)
         result.accuracy.append(None if report is None else report["rule_score"])
         result.per_skill.append({} if report is None else dict(report["per_category"]))
+        predictions = phase.dir / "predictions.jsonl"
+        if skill_of and evaluated and predictions.is_file():
+            result.distinct_answers.append(answer_variety(predictions, skill_of))
     history = {r.iteration: r for r in load_history(run_dir / "history.json")}
     for it in range(1, iterations + 1):
         record = history.get(it)
@@ -123,10 +168,14 @@ def _at(runs: list[RunResult], attr: str, index: int) -> list[float]:
 
 
 def render_report(
-    runs: list[RunResult], arms: list[tuple[str, str]], iterations: int, header: dict[str, str]
+    runs: list[RunResult],
+    arms: list[tuple[str, str]],
+    iterations: int,
+    header: dict[str, str],
+    blind: dict[str, float] | None = None,
 ) -> str:
     """The markdown report. ``arms``: (name, description) in display order; ``header``: label -> value
-    lines shown first (command, commit, settings, wall time)."""
+    lines shown first (command, commit, settings, wall time); ``blind``: :func:`blind_baseline`."""
     by_arm = {name: [r for r in runs if r.arm == name] for name, _ in arms}
     seeds = sorted({r.seed for r in runs})
     lines = ["# Self-evolution at laptop scale: held-out accuracy per iteration", ""]
@@ -164,6 +213,29 @@ def render_report(
                 for s in skills
             ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if blind:
+            cells = [f"{blind[s] * 100:.1f}" if s in blind else "–" for s in skills]
+            lines.append("| best constant answer (image-blind) | " + " | ".join(cells) + " |")
+        lines.append("")
+        if blind and "all" in blind:
+            lines += [f"Best constant answer: every question of a skill given that skill's most common gold answer, "
+                      f"image unseen; one constant answer for the whole split scores {blind['all'] * 100:.1f}%.", ""]  # fmt: skip
+    variety = [r for r in runs if r.distinct_answers]
+    if variety:
+        lines += [
+            "## Distinct greedy answers on the held-out split, per skill (seed: iteration 0 → last)",
+            "",
+        ]
+        lines += [
+            "An arm whose answers to every question of a skill are one and the same is not looking at the image.",
+            "",
+        ]
+        for r in variety:
+            first, last = r.distinct_answers[0], r.distinct_answers[-1]
+            cells = ", ".join(
+                f"{s} {first.get(s, 0)} → {last.get(s, 0)}" for s in sorted(set(first) | set(last))
+            )
+            lines.append(f"- `{r.arm}` seed {r.seed}: {cells}")
         lines.append("")
 
     lines += ["## Diagnostics per iteration (mean over seeds)", ""]
