@@ -25,7 +25,6 @@ import ray
 
 from visplay import runtime, tracking
 from visplay.eval.run import evaluate, report_metrics
-from visplay.eval.scoring import comparison_table
 from visplay.generation.pipeline import Checkpoint
 from visplay.world.embedded import ensure_base_model
 
@@ -43,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.evaluate:
             tracking.setup(cfg)
             with tracking.run(f"{cfg.name}-bootstrap-eval", tags={"job": "bootstrap"}):
-                reports = evaluate(cfg, Checkpoint(path, version), cfg.run_dir / "bootstrap_eval")
+                reports = evaluate(
+                    cfg, Checkpoint(path, version), cfg.run_dir / "bootstrap_eval"
+                )  # prints its table
                 tracking.log_metrics(report_metrics(reports))
-            print(comparison_table(reports), flush=True)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command (an unfinished warm-up starts again)")
         return 130
