@@ -132,7 +132,7 @@ def test_report_gives_mean_ci_gain_per_skill_and_a_computed_verdict() -> None:
 def test_quick_experiment_runs_every_stage(tmp_path: Path) -> None:
     """``--quick``: one seed, one iteration, 1 GRPO step per role, all four arms, then the report.
 
-    In ``-m e2e``, not the default run: about 11 minutes on 2 cores (a bootstrap of 100 steps, then seven GRPO
+    In ``-m e2e``, not the default run: about 10 minutes on 2 cores (a bootstrap of 100 steps, then seven GRPO
     phases at about 95 s each, most of it Ray Train worker start-up), which the 30-minute CI cannot hold.
     """
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
