@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -46,7 +47,8 @@ log = logging.getLogger("visplay.experiment")
 
 
 def parse_args(argv: list[str] | None) -> list[str]:
-    """``--config``, ``--quick`` and dotted overrides -> the override list start_job parses (quick applied);
+    """``--config``, ``--quick`` and dotted overrides -> the override list start_job parses: the config's
+    ``experiment.overrides``, then the command line's, then (``--quick``) ``experiment.quick``;
     ``--report-only`` is read by :func:`main`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None)
@@ -57,12 +59,13 @@ def parse_args(argv: list[str] | None) -> list[str]:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     head = ["--config", args.config] if args.config else []
-    if not args.quick:
-        return [*head, *args.overrides]
     cfg = load_config(args.config, args.overrides)
+    settings = [*cfg.experiment.overrides, *args.overrides]  # the command line has the last word
+    if not args.quick:
+        return [*head, *settings]
     quick = ["experiment.seeds=[0]", "iterations=1", *cfg.experiment.quick]
     report = f"experiment.report_dir={cfg.run_dir.resolve() / 'report'}"
-    return [*head, *args.overrides, *quick, report]
+    return [*head, *settings, *quick, report]
 
 
 def run_config(cfg: Config, seed: int, arm: str | None, overrides: list[str] = ()) -> Config:
@@ -170,7 +173,7 @@ def write_report(
             if started is None
             else f"{(time.perf_counter() - started) / 60:.1f} min on this machine so far"
         ),
-        "resolved config": str(cfg.run_dir / "config.yaml"),
+        "resolved config": os.path.relpath(cfg.run_dir / "config.yaml"),  # relative: no home paths in docs
     }
     truth = cfg.run_dir / "heldout" / GROUND_TRUTH_FILENAME
     blind = experiment.blind_baseline(*experiment.heldout_labels(truth)) if truth.is_file() else None

@@ -167,3 +167,20 @@ def test_quick_experiment_runs_every_stage(tmp_path: Path) -> None:
     assert (
         all(f"| {arm} |" in report for arm in arms) and (root / "report" / "accuracy.png").stat().st_size > 0
     )
+
+
+def test_experiment_overrides_come_before_the_command_line_and_quick_after() -> None:
+    """The config's experiment.overrides apply first, the command line's next (last word wins), --quick's last."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("experiment_job", ROOT / "jobs" / "experiment.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    settings = load_config(CONFIG, []).experiment.overrides
+    assert "eval.synthetic_n=48" in settings  # the shipped experiment scores a larger held-out split
+    args = job.parse_args(["--config", str(CONFIG), "eval.synthetic_n=10"])
+    assert args == ["--config", str(CONFIG), *settings, "eval.synthetic_n=10"]
+    assert job.load_config_from_args(args).eval.synthetic_n == 10
+    quick = job.parse_args(["--config", str(CONFIG), "--quick", "eval.synthetic_n=10"])
+    assert job.load_config_from_args(quick).eval.synthetic_n == 3  # experiment.quick has eval.synthetic_n=3
+    assert job.load_config_from_args(quick).reasoner_grpo.steps == 1

@@ -89,18 +89,27 @@ def test_weights_file_casts_floats_to_the_engine_dtype_and_unties_shared_tensors
 
 RECEIVER = """
 import json, sys, torch
-from visplay.engine.broadcast import TensorSpec, drain, open_group, receive_into_engine
+from visplay.engine.broadcast import TensorSpec, open_group, receive_and_load
 
 group = open_group("127.0.0.1", int(sys.argv[1]), 1, 2, "gloo", 120)
 specs = [TensorSpec("a", (2, 3), "float32"), TensorSpec("b", (4,), "bfloat16"), TensorSpec("c", (1,), "int64")]
-name, first = next(receive_into_engine(group, specs, torch.device("cpu")))  # the engine reads one tensor...
-print(json.dumps([name, first.tolist(), drain(group, specs[1:], torch.device("cpu"))]))  # ...and stops
+seen = []
+
+def load(weights):  # an engine that takes one tensor, then fails
+    seen.append(next(weights))
+    raise ValueError("engine refused")
+
+try:
+    receive_and_load(group, specs, torch.device("cpu"), load)
+except ValueError as err:
+    print(json.dumps([seen[0][0], seen[0][1].tolist(), str(err)]))
 """
 """Rank 1 of a 2-rank gloo group in its own process (imports only torch and visplay.engine.broadcast)."""
 
 
 def test_broadcast_receiver_takes_tensors_in_order_and_drains_what_it_did_not_load() -> None:
-    """A receiver that stops reading after the first tensor still takes the rest, so the sender never hangs."""
+    """A receiver whose engine fails after the first tensor still takes the rest (so the sender's three
+    broadcasts all complete instead of hanging), then raises the engine's error."""
     import json
     import subprocess
     import sys
@@ -115,7 +124,7 @@ def test_broadcast_receiver_takes_tensors_in_order_and_drains_what_it_did_not_lo
         group.broadcast(tensor, 0).wait()
     out, _ = receiver.communicate(timeout=120)
     assert receiver.returncode == 0
-    assert json.loads(out) == ["a", [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], 2]
+    assert json.loads(out) == ["a", [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], "engine refused"]
 
 
 def test_push_shape_check_names_missing_and_misshaped_weights() -> None:

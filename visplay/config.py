@@ -425,6 +425,9 @@ class ExperimentConfig(_Section):
     """The runs compared. The bootstrap model with no further training (iteration 0) is always reported."""
     report_dir: str = "docs/experiment"
     """Where the report (README.md, accuracy.png, results.json) is written."""
+    overrides: list[str] = []
+    """Dotted overrides every run of the experiment applies before the command line's: the loop job's
+    config is tuned for a quick demo, the experiment may train longer or score a larger held-out split."""
     quick: list[str] = []
     """Overrides ``--quick`` applies on top (with one seed and one iteration): tiny step counts for CI."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from visplay import report, tracking
@@ -31,30 +32,15 @@ def train_questioner(
     cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes]
 ) -> dict:
     """Phase 1: GRPO on the Questioner (its engine) against the frozen Reasoner (its engine)."""
-    phase = Phase(cfg.run_dir, it, "train_questioner")
-    if (out := phase.done()) is not None:
-        return out
-    if not cfg.questioner_grpo.enabled:
-        log.info("iteration %d: questioner_grpo.enabled is false, the Questioner keeps its weights", it)
-        return phase.complete(
-            {"checkpoint": questioner.path, "version": questioner.version, "skipped": True, "steps": []}
-        )
-    with tracking.run(f"iter{it}-train_questioner", tags={"phase": phase.name}) as run_id:
-        load_checkpoint_into(questioner.engines, questioner.path, questioner.version)
-        load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
-        task = QuestionerTask(
+
+    def task() -> QuestionerTask:
+        return QuestionerTask(
             images=images, reasoner=reasoner.engines[0], reasoner_sampling=cfg.generation.reasoner_sampling,
             answers_per_question=cfg.generation.answers_per_question, rewards=cfg.rewards, seed=cfg.seed + it,
         )  # fmt: skip
-        result = train_phase(
-            cfg, role="questioner", task=task, checkpoint=questioner.path, version=questioner.version,
-            grpo=cfg.questioner_grpo, sampling=cfg.generation.questioner_sampling, out_dir=phase.dir,
-            rollout_actors=list(questioner.engines), mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
-        )  # fmt: skip
-        return phase.complete(
-            {"checkpoint": result.checkpoint, "version": result.version, "from": questioner.version,
-             "steps": result.step_metrics}
-        )  # fmt: skip
+
+    skip = "" if cfg.questioner_grpo.enabled else "questioner_grpo.enabled is false"
+    return _grpo_phase(cfg, it, "questioner", questioner, task, skip, judge=reasoner)
 
 
 def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint) -> dict:
@@ -63,11 +49,7 @@ def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint)
     if (out := phase.done()) is not None:
         return out
     with tracking.run(f"iter{it}-generate", tags={"phase": phase.name}):
-        if cfg.generation.reuse_rollout_engines:
-            load_checkpoint_into(questioner.engines, questioner.path, questioner.version)
-            load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
-        else:  # the pipeline starts its own autoscaling engine pools
-            questioner, reasoner = replace(questioner, engines=()), replace(reasoner, engines=())
+        questioner, reasoner = _serving(cfg, questioner, reasoner)
         summary = run_generation(cfg, phase.dir, questioner=questioner, reasoner=reasoner)
         tracking.log_metrics(summary.metrics())
         return phase.complete({"files": summary.files, "kept": summary.kept, "questions": summary.questions})
@@ -75,29 +57,61 @@ def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint)
 
 def train_reasoner(cfg: Config, it: int, reasoner: Checkpoint, question_set: dict) -> dict:
     """Phase 3: GRPO on the Reasoner against the silver labels (skipped, and said so, when nothing was kept)."""
-    phase = Phase(cfg.run_dir, it, "train_reasoner")
+
+    def task() -> ReasonerTask:
+        files = question_set["files"]
+        return ReasonerTask.from_generation(files["questions"], files["images"], cfg.rewards, cfg.seed + it)
+
+    skip = "no question was kept" if question_set["kept"] == 0 else ""
+    skip = skip or ("" if cfg.reasoner_grpo.enabled else "reasoner_grpo.enabled is false")
+    return _grpo_phase(cfg, it, "reasoner", reasoner, task, skip)
+
+
+def _grpo_phase(
+    cfg: Config,
+    it: int,
+    role: str,
+    policy: Checkpoint,
+    task: Callable[[], QuestionerTask | ReasonerTask],
+    skip: str,
+    judge: Checkpoint | None = None,
+) -> dict:
+    """One role's GRPO phase: ``policy`` trained on ``task()`` (its rollouts on ``policy``'s engine; ``judge``,
+    if any, answers on its own engine), or, when ``skip`` names a reason, the policy passed on unchanged."""
+    phase = Phase(cfg.run_dir, it, f"train_{role}")
     if (out := phase.done()) is not None:
         return out
-    if question_set["kept"] == 0 or not cfg.reasoner_grpo.enabled:
-        log.warning(
-            "iteration %d: no kept questions or reasoner_grpo.enabled false: Reasoner not trained", it
-        )
+    if skip:
+        log.warning("iteration %d: %s; the %s keeps its weights", it, skip, role)
         return phase.complete(
-            {"checkpoint": reasoner.path, "version": reasoner.version, "skipped": True, "steps": []}
+            {"checkpoint": policy.path, "version": policy.version, "skipped": True, "steps": []}
         )
-    with tracking.run(f"iter{it}-train_reasoner", tags={"phase": phase.name}) as run_id:
-        load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
-        files = question_set["files"]
-        task = ReasonerTask.from_generation(files["questions"], files["images"], cfg.rewards, cfg.seed + it)
+    grpo = cfg.questioner_grpo if role == "questioner" else cfg.reasoner_grpo
+    sampling = (
+        cfg.generation.questioner_sampling if role == "questioner" else cfg.generation.reasoner_sampling
+    )
+    with tracking.run(f"iter{it}-{phase.name}", tags={"phase": phase.name}) as run_id:
+        for model in (policy,) if judge is None else (policy, judge):
+            load_checkpoint_into(model.engines, model.path, model.version)
         result = train_phase(
-            cfg, role="reasoner", task=task, checkpoint=reasoner.path, version=reasoner.version,
-            grpo=cfg.reasoner_grpo, sampling=cfg.generation.reasoner_sampling, out_dir=phase.dir,
-            rollout_actors=list(reasoner.engines), mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
+            cfg, role=role, task=task(), checkpoint=policy.path, version=policy.version, grpo=grpo,
+            sampling=sampling, out_dir=phase.dir, rollout_actors=list(policy.engines),
+            mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
         )  # fmt: skip
         return phase.complete(
-            {"checkpoint": result.checkpoint, "version": result.version, "from": reasoner.version,
+            {"checkpoint": result.checkpoint, "version": result.version, "from": policy.version,
              "steps": result.step_metrics}
         )  # fmt: skip
+
+
+def _serving(cfg: Config, *models: Checkpoint) -> tuple[Checkpoint, ...]:
+    """``models`` ready to answer: loaded into their warm engines (``generation.reuse_rollout_engines``), or
+    without engines, so the pipeline starts its own autoscaling engine pools (as on a cluster)."""
+    if not cfg.generation.reuse_rollout_engines:
+        return tuple(replace(model, engines=()) for model in models)
+    for model in models:
+        load_checkpoint_into(model.engines, model.path, model.version)
+    return models
 
 
 def run_iterations(
@@ -151,10 +165,7 @@ def evaluate_reasoner(cfg: Config, it: int, reasoner: Checkpoint) -> dict:
     if (out := phase.done()) is not None:
         return out
     with tracking.run(f"iter{it}-evaluate", tags={"phase": phase.name}):
-        if cfg.generation.reuse_rollout_engines:  # answer on the warm Reasoner engine
-            load_checkpoint_into(reasoner.engines, reasoner.path, reasoner.version)
-        else:  # an autoscaling engine pool, as generation uses on a cluster
-            reasoner = replace(reasoner, engines=())
+        (reasoner,) = _serving(cfg, reasoner)
         reports = evaluate(cfg, reasoner, phase.dir)
         tracking.log_metrics(report_metrics(reports))
         return phase.complete({"version": reasoner.version, "reports": [r.to_dict() for r in reports]})

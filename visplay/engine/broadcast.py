@@ -30,7 +30,7 @@ import datetime
 import logging
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -94,6 +94,40 @@ def receive_into_engine(
 def drain(group, specs: Sequence[TensorSpec], device: torch.device) -> int:
     """Receive and discard `specs` (the rest of a push the engine stopped reading); return how many."""
     return sum(1 for _ in receive_into_engine(group, specs, device))
+
+
+def receive_and_load(
+    group, specs: Sequence[TensorSpec], device: torch.device, load: Callable[[Iterator], object]
+) -> int:
+    """Feed a push to ``load`` (e.g. vLLM's ``reload_weights``) as its tensors arrive; return how many it took.
+
+    If ``load`` stops reading early or raises, the rest of the push is still received and discarded, so the
+    sender is never left blocking. If the collective itself fails (a peer died, the group timed out),
+    nothing more is received, since every further receive would wait out the timeout again; the error
+    propagates either way.
+    """
+    taken, collective_failed = 0, False
+
+    def stream() -> Iterator[tuple[str, torch.Tensor]]:
+        nonlocal taken, collective_failed
+        source = receive_into_engine(group, specs, device)
+        while True:
+            try:
+                item = next(source)
+            except StopIteration:
+                return
+            except Exception:
+                collective_failed = True
+                raise
+            taken += 1
+            yield item
+
+    try:
+        load(stream())
+    finally:
+        if not collective_failed:
+            drain(group, specs[taken:], device)
+    return taken
 
 
 class BroadcastSender:

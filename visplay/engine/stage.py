@@ -25,7 +25,7 @@ import pyarrow as pa
 from PIL import Image
 
 from visplay.config import EngineConfig, SamplingConfig
-from visplay.engine.llm import build_llm, sampling_params, sampling_record
+from visplay.engine.llm import build_llm, exit_if_engine_dead, sampling_params, sampling_record
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class EngineStage:
                 results[i] = out
             return results
         except Exception as err:  # noqa: BLE001 - classified below, never swallowed
-            self._exit_if_engine_dead(err)
+            exit_if_engine_dead(err, self.prefix)
             log.warning(
                 "engine %s batch of %d failed (%s); retrying row by row", self.prefix, len(active), err
             )
@@ -120,7 +120,7 @@ class EngineStage:
             try:
                 results[i] = self._generate([rows[i]])[0]
             except Exception as err:  # noqa: BLE001
-                self._exit_if_engine_dead(err)
+                exit_if_engine_dead(err, self.prefix)
                 log.error("engine %s row failed and is reported as engine_error: %s", self.prefix, err)
                 results[i] = ([], [], f"{type(err).__name__}: {err}"[:500])
         return results
@@ -138,16 +138,6 @@ class EngineStage:
         return [
             ([c.text for c in out.outputs], [list(c.token_ids) for c in out.outputs], "") for out in outputs
         ]
-
-    def _exit_if_engine_dead(self, err: Exception) -> None:
-        """A dead engine cannot serve another batch: exit so Ray restarts this actor and retries the batch."""
-        from vllm.v1.engine.exceptions import EngineDeadError
-
-        if isinstance(err, EngineDeadError):
-            log.error(
-                "engine %s died (%s); exiting actor pid %d for a restart", self.prefix, err, os.getpid()
-            )
-            os._exit(1)
 
 
 def _input_rows(batch: pa.Table, who: str) -> list[dict]:

@@ -223,31 +223,23 @@ class WeightSyncExtension:
         """Receive a push broadcast by the trainer (``specs``: name, shape, dtype in send order) and load it.
 
         Returns the tensors loaded. If loading fails part-way, the rest is still received (and discarded)
-        so the sender is not left blocking, then the error is raised.
+        so the sender is not left blocking, then the error is raised (:func:`broadcast.receive_and_load`).
         """
         from vllm.config import set_current_vllm_config
 
-        from visplay.engine.broadcast import TensorSpec, drain, receive_into_engine
+        from visplay.engine.broadcast import TensorSpec, receive_and_load
 
         group = getattr(self, "visplay_group", None)
         if group is None:
             raise RuntimeError("this engine worker has not joined a weight broadcast group (restarted?)")
         specs = [s if isinstance(s, TensorSpec) else TensorSpec(s[0], tuple(s[1]), s[2]) for s in specs]
-        device = self.model_runner.device
-        count = 0
-
-        def counted() -> Iterator[tuple[str, torch.Tensor]]:
-            nonlocal count
-            for item in receive_into_engine(group, specs, device):
-                count += 1
-                yield item
-
-        try:
-            with set_current_vllm_config(self.vllm_config):
-                self.model_runner.reload_weights(weights_iterator=counted())
-        finally:
-            drain(group, specs[count:], device)
-        return count
+        with set_current_vllm_config(self.vllm_config):
+            return receive_and_load(
+                group,
+                specs,
+                self.model_runner.device,
+                lambda weights: self.model_runner.reload_weights(weights_iterator=weights),
+            )
 
     def visplay_worker_pid(self) -> int:
         """Process id of this worker (lets a test show that a push did not restart the engine)."""

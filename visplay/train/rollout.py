@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from visplay.config import EngineConfig, SamplingConfig
-from visplay.engine.llm import build_llm, sampling_params
+from visplay.engine.llm import build_llm, restart_if_engine_dies, sampling_params
 from visplay.engine.weight_sync import EXTENSION_CLS, WeightSync
 
 if TYPE_CHECKING:
@@ -105,15 +105,6 @@ def _decode_image(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
-def _exit_if_engine_dead(err: BaseException) -> None:
-    """A dead engine cannot serve again: exit the actor process so Ray restarts it (``max_restarts``)."""
-    from vllm.v1.engine.exceptions import EngineDeadError
-
-    if isinstance(err, EngineDeadError):
-        log.error("rollout engine died (%s); exiting actor pid %d for a restart", err, os.getpid())
-        os._exit(1)
-
-
 class RolloutActor:
     """One vLLM engine for rollouts that accepts new weights while running (use through Ray, see module doc).
 
@@ -151,11 +142,8 @@ class RolloutActor:
             for request in requests
         ]
         params = [sampling_params(sampling, n, request.seed) for request in requests]
-        try:
+        with restart_if_engine_dies("rollout"):
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        except Exception as err:
-            _exit_if_engine_dead(err)
-            raise
         return [
             Rollout(
                 texts=[c.text for c in out.outputs],
@@ -192,11 +180,8 @@ class RolloutActor:
             if len(state_dict) != 1 or not isinstance(state_dict[0], ray.ObjectRef):
                 raise TypeError("push_weights takes a state dict or a one-element list [ObjectRef]")
             state_dict = ray.get(state_dict[0])
-        try:
+        with restart_if_engine_dies("rollout"):
             report = self.sync.push_state_dict(state_dict)
-        except Exception as err:
-            _exit_if_engine_dead(err)
-            raise
         self._version = version
         seconds = time.perf_counter() - started
         log.info(
@@ -238,12 +223,9 @@ class RolloutActor:
         plain = [
             [s.name, list(s.shape), s.dtype] for s in specs
         ]  # collective_rpc arguments go through msgpack
-        try:
+        with restart_if_engine_dies("rollout"):
             counts = self.llm.collective_rpc("visplay_receive_broadcast", args=(plain,))
             self.sync.invalidate_caches()
-        except Exception as err:
-            _exit_if_engine_dead(err)
-            raise
         self._version = version
         seconds = time.perf_counter() - started
         log.info(
@@ -259,11 +241,8 @@ class RolloutActor:
 
         Only the weights are read; tokenizer, processor and config stay those of the constructor's checkpoint.
         """
-        try:
+        with restart_if_engine_dies("rollout"):
             report = self.sync.load_checkpoint(path)
-        except Exception as err:
-            _exit_if_engine_dead(err)
-            raise
         self._version = version
         return report.seconds
 
@@ -285,11 +264,8 @@ class RolloutActor:
             prompt_token_ids=prompt_ids + completion, multi_modal_data={"image": _decode_image(image)}
         )
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        try:
+        with restart_if_engine_dies("rollout"):
             (out,) = self.llm.generate([tokens], params, use_tqdm=False)
-        except Exception as err:
-            _exit_if_engine_dead(err)
-            raise
         scored = list(out.prompt_token_ids)
         if scored[-len(completion) :] != completion:
             raise RuntimeError("vLLM changed the completion tokens while expanding the image placeholder")
