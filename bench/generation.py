@@ -2,7 +2,9 @@
 
 Prints, for the same images, prompts and sampling parameters:
   (a) bare engine: one in-process vLLM engine; questioner pass then reasoner pass; tokens/s over the
-      generate() calls only (engine start excluded);
+      generate() calls only (engine start excluded); it runs with as many torch threads as the pipeline's
+      engine actor gets (Ray sets an actor's OMP_NUM_THREADS to its num_cpus), so (b)/(a) compares the
+      same engine with and without the pipeline around it;
   (b) full pipeline with a warm engine: the same Ray Data pipeline (decode, prompts, questioner, parse,
       reasoner, votes, rewards, filter) served by one already-started rollout engine for both roles, as
       the loop job runs it; tokens/s over the pipeline's whole wall time (from the first pull to the last
@@ -12,6 +14,7 @@ Prints, for the same images, prompts and sampling parameters:
 
 Usage:
   python bench/generation.py [--model DIR] [--images N] [--k 2] [--m 4] [--batch-sizes 8,32,64]
+                             [--engine-cpus 1]
 (b) is repeated for each engine-stage batch size in --batch-sizes (rows handed to the engine per call);
 (c) uses the config's batch size. Without --model it builds the tiny model and warms it up on a labeled split (so questions parse).
 """
@@ -42,8 +45,12 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 
 
 def bare_engine(cfg, model: Checkpoint, rows: list[dict]) -> tuple[int, float]:
-    """(tokens, seconds inside generate) for both roles with one in-process engine."""
+    """(tokens, seconds inside generate) for both roles with one in-process engine, using the torch thread
+    count an engine actor with the config's ``num_cpus`` gets."""
+    import torch
+
     gen = cfg.generation
+    torch.set_num_threads(max(1, round(gen.questioner_engine.num_cpus)))
     llm = build_llm(model.path, gen.questioner_engine, seed=cfg.seed)
     q_prompt = prompts.render_prompt(prompts.questioner_messages())
     images = [to_pil(r["image"]) for r in rows]
@@ -117,6 +124,8 @@ def _overrides(cfg) -> list[str]:
     return [
         f"generation.questions_per_image={gen.questions_per_image}",
         f"generation.answers_per_question={gen.answers_per_question}",
+        f"generation.questioner_engine.num_cpus={gen.questioner_engine.num_cpus}",
+        f"generation.reasoner_engine.num_cpus={gen.reasoner_engine.num_cpus}",
         f"out_dir={cfg.out_dir}",
     ]
 
@@ -145,6 +154,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=2, help="questions per image")
     parser.add_argument("--m", type=int, default=4, help="answers per question")
     parser.add_argument("--batch-sizes", default="8,32,64", help="engine-stage batch sizes for (b)")
+    parser.add_argument(
+        "--engine-cpus", type=float, default=1.0, help="num_cpus of each engine (= torch threads of (a))"
+    )
     parser.add_argument("--stats", action="store_true", help="Ray Data per-operator stats of each (b) run")
     parser.add_argument("--skip-streaming", action="store_true", help="leave out (c)")
     args = parser.parse_args()
@@ -161,6 +173,8 @@ def main() -> None:
         [
             f"generation.questions_per_image={args.k}",
             f"generation.answers_per_question={args.m}",
+            f"generation.questioner_engine.num_cpus={args.engine_cpus}",
+            f"generation.reasoner_engine.num_cpus={args.engine_cpus}",
             f"out_dir={work / 'runs'}",
         ],
     )
@@ -180,7 +194,10 @@ def main() -> None:
         seq_wall = sequential(cfg, model, read.images)
 
     bare_tps = bare_tokens / bare_seconds
-    print(f"images={len(rows)} k={args.k} m={args.m} model={model.version[:12]}")
+    print(
+        f"images={len(rows)} k={args.k} m={args.m} model={model.version[:12]} "
+        f"engine num_cpus={args.engine_cpus} (bare: {max(1, round(args.engine_cpus))} torch threads)"
+    )
     print(
         f"(a) bare vLLM generate:        {bare_tokens:7d} tokens in {bare_seconds:7.2f}s = {bare_tps:8.1f} tokens/s"
     )

@@ -169,18 +169,27 @@ def test_quick_experiment_runs_every_stage(tmp_path: Path) -> None:
     )
 
 
-def test_experiment_overrides_come_before_the_command_line_and_quick_after() -> None:
+def test_experiment_overrides_come_before_the_command_line_and_quick_after(tmp_path: Path) -> None:
     """The config's experiment.overrides apply first, the command line's next (last word wins), --quick's last."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("experiment_job", ROOT / "jobs" / "experiment.py")
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
-    settings = load_config(CONFIG, []).experiment.overrides
-    assert "eval.synthetic_n=48" in settings  # the shipped experiment scores a larger held-out split
-    args = job.parse_args(["--config", str(CONFIG), "eval.synthetic_n=10"])
-    assert args == ["--config", str(CONFIG), *settings, "eval.synthetic_n=10"]
-    assert job.load_config_from_args(args).eval.synthetic_n == 10
-    quick = job.parse_args(["--config", str(CONFIG), "--quick", "eval.synthetic_n=10"])
-    assert job.load_config_from_args(quick).eval.synthetic_n == 3  # experiment.quick has eval.synthetic_n=3
-    assert job.load_config_from_args(quick).reasoner_grpo.steps == 1
+    config = tmp_path / "exp.yaml"
+    shipped = CONFIG.read_text()
+    assert "\n  overrides:" not in shipped  # the shipped experiment runs the loop job's own settings
+    config.write_text(shipped + "  overrides: [eval.synthetic_n=48, reasoner_grpo.steps=6]\n")
+    assert load_config(config, []).experiment.overrides == ["eval.synthetic_n=48", "reasoner_grpo.steps=6"]
+    args = job.parse_args(["--config", str(config), "eval.synthetic_n=10"])
+    assert args == [
+        "--config",
+        str(config),
+        "eval.synthetic_n=48",
+        "reasoner_grpo.steps=6",
+        "eval.synthetic_n=10",
+    ]
+    cfg = job.load_config_from_args(args)
+    assert (cfg.eval.synthetic_n, cfg.reasoner_grpo.steps) == (10, 6)
+    quick = job.load_config_from_args(job.parse_args(["--config", str(config), "--quick"]))
+    assert (quick.eval.synthetic_n, quick.reasoner_grpo.steps) == (3, 1)  # experiment.quick's values
