@@ -107,14 +107,16 @@ def pipeline_warm(
     )
     (actor,) = start_rollout_actors(model.path, model.version, cfg.generation.questioner_engine, cfg.seed, 1)
     warm = Checkpoint(model.path, model.version, engines=(actor,))
-    tokens, started = 0, time.perf_counter()
+    tokens, first, started = 0, None, time.perf_counter()
     ds = build_scored_dataset(images, cfg, warm, warm)
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        first = first or time.perf_counter() - started
         tokens += sum(batch["questioner_tokens"].to_pylist()) + sum(batch["reasoner_tokens"].to_pylist())
     wall = time.perf_counter() - started
     ray.kill(actor)
     if stats:
         print(f"--- Ray Data stats, batch {batch_size} ---\n{ds.stats()}")
+    print(f"    batch {batch_size}: first scored rows after {first:.2f}s, last after {wall:.2f}s", flush=True)
     return tokens, wall
 
 

@@ -301,6 +301,18 @@ def test_grade_without_timeout_runs_inline():
     assert grade_detailed("0.5", "\\frac{1}{2}", timeout_s=None) == GradeResult(True, "math")
 
 
+def test_math_verdicts_are_cached_per_pair_and_unchanged_by_the_cache():
+    # Votes compare the same short answers again and again; each pair goes to math_verify once per process.
+    grading._math_equal.cache_clear()
+    first = [grade_detailed(p, g, timeout_s=60) for p, g in [("0.5", "\\frac{1}{2}"), ("2", "3")]]
+    again = [grade_detailed(p, g, timeout_s=60) for p, g in [("0.5", "\\frac{1}{2}"), ("2", "3")]]
+    assert first == again == [GradeResult(True, "math"), GradeResult(False, "math")]
+    info = grading._math_equal.cache_info()
+    assert (info.misses, info.hits) == (2, 2)
+    assert grade_detailed("3", "2", timeout_s=60) == GradeResult(False, "math")  # order matters: a new pair
+    assert grading._math_equal.cache_info().misses == 3
+
+
 @pytest.mark.parametrize("timeout_s", [0, -1.0])
 def test_grade_rejects_bad_timeout(timeout_s):
     with pytest.raises(ValueError, match="timeout_s"):
@@ -619,6 +631,7 @@ ALLOWED_REWARDS_IMPORTS = {
     "__future__",
     "collections",
     "dataclasses",
+    "functools",
     "math",
     "math_verify",
     "nltk",

@@ -120,10 +120,7 @@ def engine_stage(
         stage_args = dict(
             actors=list(model.engines), checkpoint_id=model.version, sampling=sampling, n=n, prefix=prefix
         )
-        return ds.map_batches(
-            RolloutEngineStage, fn_constructor_kwargs=stage_args, batch_size=engine.batch_size,
-            concurrency=len(model.engines), **_LIGHT,
-        )  # fmt: skip
+        return ds.map_batches(RolloutEngineStage(**stage_args), batch_size=engine.batch_size, **_LIGHT)
     stage_args = dict(
         checkpoint=model.path, checkpoint_id=model.version, engine=engine, sampling=sampling, n=n, prefix=prefix,
         seed=seed,

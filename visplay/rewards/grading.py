@@ -21,6 +21,7 @@ bumps a per-process counter read with :func:`grade_timeout_count`.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from visplay.rewards._timeout import TimeoutRunner
 DEFAULT_GRADE_TIMEOUT_S = 2.0
 # Inputs longer than this are not sent to sympy (answers are short; long ones are usually garbage).
 MAX_SYMBOLIC_CHARS = 200
+# Distinct (pred, gold) pairs whose math_verify verdict is kept per process (short strings: a few MB at most).
+MATH_CACHE_SIZE = 65536
 # Exponents / factorial arguments with more digits than this can take CPython minutes inside one C call.
 MAX_EXPONENT_DIGITS = 5
 MAX_FACTORIAL_DIGITS = 4
@@ -230,8 +233,13 @@ def is_too_costly(expr: str) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=MATH_CACHE_SIZE)
 def _math_equal(pred: str, gold: str) -> bool:
     """``math_verify`` verdict for two bare answers, with math_verify's signal-based timeouts disabled.
+
+    Cached per (pred, gold): votes compare the same few short answers (``2`` vs ``3``) over and over, and
+    each sympy parse-and-verify costs milliseconds (bench/generation.py: scoring was the pipeline's largest
+    stage before). The verdict is a pure function of the two strings, so the cache changes no result.
 
     Both are wrapped in ``\\boxed{}`` so LaTeX (``\\frac{1}{2}``) and plain forms (``0.5``, ``1/2``) parse;
     ``verify`` takes the gold first (it is not symmetric). An unparsable side → False.
