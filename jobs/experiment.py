@@ -164,7 +164,7 @@ def write_report(
             f"{cfg.questioner_grpo.prompts_per_step} images x {cfg.questioner_grpo.group_size}; reasoner GRPO "
             f"{cfg.reasoner_grpo.steps} steps x {cfg.reasoner_grpo.prompts_per_step} x "
             f"{cfg.reasoner_grpo.group_size}; corpus {cfg.corpus.synthetic_n} unlabeled images; held-out "
-            f"{cfg.eval.synthetic_n} labeled scenes; bootstrap {cfg.models.bootstrap_steps} steps on "
+            f"{_heldout_size(cfg)}; bootstrap {cfg.models.bootstrap_steps} steps on "
             f"{cfg.models.bootstrap_images} labeled images"
         ),
         "runs": f"{len(results)} of {len(exp.seeds) * len(arms)} finished or failed",
@@ -180,6 +180,16 @@ def write_report(
     (out / "README.md").write_text(experiment.render_report(results, arms, cfg.iterations, header, blind))
     experiment.plot_accuracy(results, arms, cfg.iterations, out / "accuracy.png")
     experiment.save_results(results, out / "results.json")
+
+
+def _heldout_size(cfg: Config) -> str:
+    """The held-out split as scored: scenes and questions in its ground truth (it is generated once, at
+    ``eval.synthetic_n`` scenes, and kept: a later run with another ``synthetic_n`` scores the same split)."""
+    truth = cfg.run_dir / "heldout" / GROUND_TRUTH_FILENAME
+    if not truth.is_file():
+        return f"{cfg.eval.synthetic_n} labeled scenes (not generated yet)"
+    skills = experiment.heldout_labels(truth)[0]
+    return f"{len(truth.read_text().splitlines())} labeled scenes, {len(skills)} questions"
 
 
 def _skills(cfg: Config) -> dict[str, str] | None:

@@ -176,10 +176,13 @@ def test_experiment_overrides_come_before_the_command_line_and_quick_after(tmp_p
     spec = importlib.util.spec_from_file_location("experiment_job", ROOT / "jobs" / "experiment.py")
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
+    assert load_config(CONFIG, []).experiment.overrides == [
+        "reasoner_grpo.steps=6",
+        "reasoner_grpo.prompts_per_step=4",
+    ]  # the shipped experiment trains the Reasoner longer than the loop job's demo settings
     config = tmp_path / "exp.yaml"
-    shipped = CONFIG.read_text()
-    assert "\n  overrides:" not in shipped  # the shipped experiment runs the loop job's own settings
-    config.write_text(shipped + "  overrides: [eval.synthetic_n=48, reasoner_grpo.steps=6]\n")
+    shipped = "\n".join(line for line in CONFIG.read_text().splitlines() if "  overrides:" not in line)
+    config.write_text(shipped + "\n  overrides: [eval.synthetic_n=48, reasoner_grpo.steps=6]\n")
     assert load_config(config, []).experiment.overrides == ["eval.synthetic_n=48", "reasoner_grpo.steps=6"]
     args = job.parse_args(["--config", str(config), "eval.synthetic_n=10"])
     assert args == [
