@@ -181,14 +181,9 @@ class RolloutEngineStage:
 
     Used when the job already holds warm engines with exactly the weights to generate from (the embedded
     default reuses its two rollout engines, since an engine start costs a minute on CPU). The stage itself
-    is light: it forwards each batch to one of ``actors`` (picked by the batch's first row seed, so the
-    choice is the same on a rerun) and checks that every rollout came from ``checkpoint_id``; a mismatch
-    (an actor restarted on other weights, or was pushed new ones) is an error, never a silently
-    mislabelled row.
-
-    Hand ``map_batches`` an *instance*: Ray Data then runs it as plain tasks on already-running workers,
-    several batches in flight at once, instead of first starting an actor pool for a stage that has no
-    expensive setup (bench/generation.py measured the pool start at several seconds per pass).
+    is light: it forwards each batch to one of ``actors`` (round robin) and checks that every rollout came
+    from ``checkpoint_id``; a mismatch (an actor restarted on other weights, or was pushed new ones) is an
+    error, never a silently mislabelled row.
     """
 
     def __init__(
@@ -203,6 +198,7 @@ class RolloutEngineStage:
             n,
             prefix,
         )
+        self.calls = 0
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import ray
@@ -212,11 +208,10 @@ class RolloutEngineStage:
         rows = _input_rows(batch, f"RolloutEngineStage({self.prefix})")
         active = [i for i, row in enumerate(rows) if row["prompt"] is not None]
         requests = [RolloutRequest(rows[i]["prompt"], rows[i]["image"], rows[i]["row_seed"]) for i in active]
-        actor = self.actors[requests[0].seed % len(self.actors)] if requests else None
+        actor = self.actors[self.calls % len(self.actors)]
+        self.calls += 1
         started = time.perf_counter()
-        rollouts = (
-            ray.get(actor.generate.remote(requests, self.sampling, self.n)) if actor is not None else []
-        )
+        rollouts = ray.get(actor.generate.remote(requests, self.sampling, self.n)) if requests else []
         results: list[tuple[list[str], list[list[int]], str]] = [([], [], "")] * len(rows)
         for i, rollout in zip(active, rollouts, strict=True):
             if rollout.version != self.checkpoint_id:

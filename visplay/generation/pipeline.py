@@ -120,7 +120,10 @@ def engine_stage(
         stage_args = dict(
             actors=list(model.engines), checkpoint_id=model.version, sampling=sampling, n=n, prefix=prefix
         )
-        return ds.map_batches(RolloutEngineStage(**stage_args), batch_size=engine.batch_size, **_LIGHT)
+        return ds.map_batches(
+            RolloutEngineStage, fn_constructor_kwargs=stage_args, batch_size=engine.batch_size,
+            concurrency=len(model.engines), **_LIGHT,
+        )  # fmt: skip
     stage_args = dict(
         checkpoint=model.path, checkpoint_id=model.version, engine=engine, sampling=sampling, n=n, prefix=prefix,
         seed=seed,
