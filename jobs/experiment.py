@@ -175,8 +175,8 @@ def write_report(
         ),
         "resolved config": os.path.relpath(cfg.run_dir / "config.yaml"),  # relative: no home paths in docs
     }
-    truth = cfg.run_dir / "heldout" / GROUND_TRUTH_FILENAME
-    blind = experiment.blind_baseline(*experiment.heldout_labels(truth)) if truth.is_file() else None
+    truth = _heldout_truth(cfg)
+    blind = experiment.blind_baseline(*experiment.heldout_labels(truth)) if truth else None
     (out / "README.md").write_text(experiment.render_report(results, arms, cfg.iterations, header, blind))
     experiment.plot_accuracy(results, arms, cfg.iterations, out / "accuracy.png")
     experiment.save_results(results, out / "results.json")
@@ -185,8 +185,8 @@ def write_report(
 def _heldout_size(cfg: Config) -> str:
     """The held-out split as scored: scenes and questions in its ground truth (it is generated once, at
     ``eval.synthetic_n`` scenes, and kept: a later run with another ``synthetic_n`` scores the same split)."""
-    truth = cfg.run_dir / "heldout" / GROUND_TRUTH_FILENAME
-    if not truth.is_file():
+    truth = _heldout_truth(cfg)
+    if truth is None:
         return f"{cfg.eval.synthetic_n} labeled scenes (not generated yet)"
     skills = experiment.heldout_labels(truth)[0]
     return f"{len(truth.read_text().splitlines())} labeled scenes, {len(skills)} questions"
@@ -194,8 +194,15 @@ def _heldout_size(cfg: Config) -> str:
 
 def _skills(cfg: Config) -> dict[str, str] | None:
     """Example id -> skill of the experiment's held-out split (None before it exists)."""
+    truth = _heldout_truth(cfg)
+    return experiment.heldout_labels(truth)[0] if truth else None
+
+
+def _heldout_truth(cfg: Config) -> Path | None:
+    """The ground truth of the experiment's held-out split (what ``eval.synthetic_path`` points runs at), or
+    None before the first run has generated it."""
     truth = cfg.run_dir / "heldout" / GROUND_TRUTH_FILENAME
-    return experiment.heldout_labels(truth)[0] if truth.is_file() else None
+    return truth if truth.is_file() else None
 
 
 def load_config_from_args(args: list[str]) -> Config:

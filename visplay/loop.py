@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from visplay import report, tracking
-from visplay.config import Config
+from visplay.config import Config, GRPOConfig, SamplingConfig
 from visplay.eval.run import evaluate, report_metrics
 from visplay.eval.scoring import BenchmarkReport, comparison_table
 from visplay.generation.pipeline import Checkpoint, run_generation
@@ -40,7 +40,10 @@ def train_questioner(
         )  # fmt: skip
 
     skip = "" if cfg.questioner_grpo.enabled else "questioner_grpo.enabled is false"
-    return _grpo_phase(cfg, it, "questioner", questioner, task, skip, judge=reasoner)
+    return _grpo_phase(
+        cfg, it, "questioner", questioner, cfg.questioner_grpo, cfg.generation.questioner_sampling, task, skip,
+        judge=reasoner,
+    )  # fmt: skip
 
 
 def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint) -> dict:
@@ -64,7 +67,9 @@ def train_reasoner(cfg: Config, it: int, reasoner: Checkpoint, question_set: dic
 
     skip = "no question was kept" if question_set["kept"] == 0 else ""
     skip = skip or ("" if cfg.reasoner_grpo.enabled else "reasoner_grpo.enabled is false")
-    return _grpo_phase(cfg, it, "reasoner", reasoner, task, skip)
+    return _grpo_phase(
+        cfg, it, "reasoner", reasoner, cfg.reasoner_grpo, cfg.generation.reasoner_sampling, task, skip
+    )
 
 
 def _grpo_phase(
@@ -72,6 +77,8 @@ def _grpo_phase(
     it: int,
     role: str,
     policy: Checkpoint,
+    grpo: GRPOConfig,
+    sampling: SamplingConfig,
     task: Callable[[], QuestionerTask | ReasonerTask],
     skip: str,
     judge: Checkpoint | None = None,
@@ -86,10 +93,6 @@ def _grpo_phase(
         return phase.complete(
             {"checkpoint": policy.path, "version": policy.version, "skipped": True, "steps": []}
         )
-    grpo = cfg.questioner_grpo if role == "questioner" else cfg.reasoner_grpo
-    sampling = (
-        cfg.generation.questioner_sampling if role == "questioner" else cfg.generation.reasoner_sampling
-    )
     with tracking.run(f"iter{it}-{phase.name}", tags={"phase": phase.name}) as run_id:
         for model in (policy,) if judge is None else (policy, judge):
             load_checkpoint_into(model.engines, model.path, model.version)
