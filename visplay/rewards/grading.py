@@ -26,8 +26,6 @@ import re
 import threading
 from dataclasses import dataclass
 
-from math_verify import parse, verify
-
 from visplay.rewards._timeout import TimeoutRunner
 
 DEFAULT_GRADE_TIMEOUT_S = 2.0
@@ -244,7 +242,12 @@ def _math_equal(pred: str, gold: str) -> bool:
 
     Both are wrapped in ``\\boxed{}`` so LaTeX (``\\frac{1}{2}``) and plain forms (``0.5``, ``1/2``) parse;
     ``verify`` takes the gold first (it is not symmetric). An unparsable side → False.
+
+    math_verify is imported here, not at module level: it pulls in sympy (about 3 s of imports), which
+    every fresh Ray worker that merely unpickles a pipeline stage would otherwise pay.
     """
+    from math_verify import parse, verify
+
     gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
     pred_parsed = parse(f"\\boxed{{{pred}}}", parsing_timeout=None)
     if not gold_parsed or not pred_parsed:
