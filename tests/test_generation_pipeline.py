@@ -18,8 +18,10 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from visplay.config import load_config
 from visplay.data.schemas import DROP_REASONS, SCORED_SCHEMA
@@ -151,3 +153,32 @@ def test_pipeline_runs_end_to_end_survives_a_killed_engine_and_is_reproducible(
         return (r["question_id"], r["raw"], tuple(r["answers"]), r["silver"], r["p"], r["drop_reason"])
 
     assert sorted(map(key, rows_b)) == sorted(map(key, rows))
+
+
+def test_warm_engine_stages_stay_separate_streaming_operators(
+    ray_local, bootstrapped_model, bootstrapped_engine, unlabeled_corpus, tmp_path
+):
+    """With running rollout engines (the loop job's case) each role's engine stage runs as Ray tasks that
+    forward to the engine. Ray Data fuses consecutive task stages whose remote arguments are equal; if the
+    forwarders were fused with the light stages, one task would run questioner and reasoner back to back
+    and nothing would stream. The plan must keep both engine stages as operators of their own."""
+    from visplay.data.images import read_images
+    from visplay.generation.pipeline import build_scored_dataset
+
+    cfg = _config(bootstrapped_model, unlabeled_corpus, tmp_path)
+    version = model_version(bootstrapped_model)
+    warm = Checkpoint(str(bootstrapped_model), version, engines=(bootstrapped_engine,))
+    read = read_images(
+        unlabeled_corpus, max_pixels=cfg.corpus.max_pixels, max_file_bytes=cfg.corpus.max_file_bytes
+    )
+    ds = build_scored_dataset(read.images, cfg, warm, warm).materialize()
+    table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+
+    assert table.num_rows == 8 * K  # 8 images x K questioner samples, parsed or not
+    assert set(table["questioner_ckpt"].to_pylist()) == {version}
+    answered = [r for r in table.to_pylist() if r["reasoner_ckpt"]]
+    assert answered and {r["reasoner_ckpt"] for r in answered} == {version}
+    operators = [line for line in ds.stats().splitlines() if line.startswith("Operator")]
+    engine_operators = [line for line in operators if "RolloutEngineStage" in line]
+    assert len(engine_operators) == 2, operators
+    assert not any("->" in line for line in engine_operators), operators

@@ -181,9 +181,13 @@ class RolloutEngineStage:
 
     Used when the job already holds warm engines with exactly the weights to generate from (the embedded
     default reuses its two rollout engines, since an engine start costs a minute on CPU). The stage itself
-    is light: it forwards each batch to one of ``actors`` (round robin) and checks that every rollout came
-    from ``checkpoint_id``; a mismatch (an actor restarted on other weights, or was pushed new ones) is an
+    is light: it forwards each batch to one of ``actors`` and checks that every rollout came from
+    ``checkpoint_id``; a mismatch (an actor restarted on other weights, or was pushed new ones) is an
     error, never a silently mislabelled row.
+
+    It runs as Ray tasks (the pipeline hands ``map_batches`` an instance, see
+    :func:`visplay.generation.pipeline.engine_stage`), so it keeps no state between batches: the actor is
+    picked by the batch's first row seed, which spreads batches over the actors and repeats on a rerun.
     """
 
     def __init__(
@@ -198,7 +202,6 @@ class RolloutEngineStage:
             n,
             prefix,
         )
-        self.calls = 0
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import ray
@@ -208,8 +211,7 @@ class RolloutEngineStage:
         rows = _input_rows(batch, f"RolloutEngineStage({self.prefix})")
         active = [i for i, row in enumerate(rows) if row["prompt"] is not None]
         requests = [RolloutRequest(rows[i]["prompt"], rows[i]["image"], rows[i]["row_seed"]) for i in active]
-        actor = self.actors[self.calls % len(self.actors)]
-        self.calls += 1
+        actor = self.actors[rows[0]["row_seed"] % len(self.actors)] if rows else self.actors[0]
         started = time.perf_counter()
         rollouts = ray.get(actor.generate.remote(requests, self.sampling, self.n)) if requests else []
         results: list[tuple[list[str], list[list[int]], str]] = [([], [], "")] * len(rows)

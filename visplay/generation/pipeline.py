@@ -34,6 +34,12 @@ from visplay.generation.stages import ExplodeQuestions, QuestionerPrompts, Reaso
 log = logging.getLogger(__name__)
 
 _LIGHT = {"batch_format": "pyarrow", "num_cpus": 0.25}  # cheap per-row Python stages run as Ray tasks
+_FORWARD = {"batch_format": "pyarrow", "num_cpus": 0.05}
+"""Tasks that forward batches to running rollout engines: they only wait on an actor, and their CPU share
+differs from ``_LIGHT`` on purpose, since Ray Data fuses consecutive task stages with equal remote arguments
+into one operator, which would run the questioner and reasoner one after another inside each task instead
+of streaming one into the other. As tasks (not an actor pool) they start nothing per pass: a pool's actor
+process costs seconds to start, every time the pipeline runs. Two in flight per engine keep it fed."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +127,8 @@ def engine_stage(
             actors=list(model.engines), checkpoint_id=model.version, sampling=sampling, n=n, prefix=prefix
         )
         return ds.map_batches(
-            RolloutEngineStage, fn_constructor_kwargs=stage_args, batch_size=engine.batch_size,
-            concurrency=len(model.engines), **_LIGHT,
+            RolloutEngineStage(**stage_args), batch_size=engine.batch_size,
+            compute=ray.data.TaskPoolStrategy(size=2 * len(model.engines)), **_FORWARD,
         )  # fmt: skip
     stage_args = dict(
         checkpoint=model.path, checkpoint_id=model.version, engine=engine, sampling=sampling, n=n, prefix=prefix,
