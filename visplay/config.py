@@ -139,7 +139,7 @@ class EngineConfig(_Section):
     """Largest engine actor pool (autoscaling upper bound)."""
     batch_size: int = Field(8, ge=1)
     """Rows per `map_batches` call: the prompts one engine `generate` call gets. vLLM batches better with more
-    (bench/generation.py, tiny model on CPU: 32-64 rows ran at 0.9-1.1 of a bare engine, 8 rows at 0.3-0.5)."""
+    (bench/generation.py, tiny model on CPU: a bare engine fed 8 prompts per call ran at 0.6-0.7 of one fed 64)."""
     max_restarts: int = Field(2, ge=0)
     """Times Ray restarts a crashed engine actor before the stage fails."""
     resources: dict[str, float] = {}
