@@ -171,6 +171,12 @@ def test_extract_boxed(text, expected):
         ("3 \\times 10^{8}", "300000000", True, "math"),
         ("5!", "120", True, "math"),  # 5! = 120
         ("0.5", "0.6", False, "math"),
+        ("2", "3", False, "integer"),  # plain integers: compared as ints, math_verify not called
+        ("007", "7", True, "integer"),  # 007 = 7
+        ("-3", "3", False, "integer"),
+        ("+4", "4", True, "integer"),
+        ("7", "7.0", True, "math"),  # a decimal side goes to math_verify: 7.0 = 7
+        ("1" * 101, "1" * 101 + "0", False, "math"),  # longer than MAX_INTEGER_DIGITS: math_verify decides
         ("(A)", "A", True, "choice"),
         ("A.", "(A)", True, "choice"),
         ("A)", "A", True, "choice"),
@@ -304,12 +310,14 @@ def test_grade_without_timeout_runs_inline():
 def test_math_verdicts_are_cached_per_pair_and_unchanged_by_the_cache():
     # Votes compare the same short answers again and again; each pair goes to math_verify once per process.
     grading._math_equal.cache_clear()
-    first = [grade_detailed(p, g, timeout_s=60) for p, g in [("0.5", "\\frac{1}{2}"), ("2", "3")]]
-    again = [grade_detailed(p, g, timeout_s=60) for p, g in [("0.5", "\\frac{1}{2}"), ("2", "3")]]
+    first = [grade_detailed(p, g, timeout_s=60) for p, g in [("0.5", "\\frac{1}{2}"), ("0.2", "0.3")]]
+    again = [grade_detailed(p, g, timeout_s=60) for p, g in [("0.5", "\\frac{1}{2}"), ("0.2", "0.3")]]
     assert first == again == [GradeResult(True, "math"), GradeResult(False, "math")]
     info = grading._math_equal.cache_info()
     assert (info.misses, info.hits) == (2, 2)
-    assert grade_detailed("3", "2", timeout_s=60) == GradeResult(False, "math")  # order matters: a new pair
+    assert grade_detailed("0.3", "0.2", timeout_s=60) == GradeResult(
+        False, "math"
+    )  # order matters: a new pair
     assert grading._math_equal.cache_info().misses == 3
 
 

@@ -9,9 +9,12 @@
 4. ``yes_no``  — both sides are yes/no (``Yes.``, ``no``, ``True``/``False``) → equal iff they agree;
 5. ``not_math`` — one side has no digit, backslash or operator (``+ - * / ^ = < >``): plain words are not sent
    to ``math_verify``, which would read ``ab`` as the product a·b and call it equal to ``ba`` → not equal;
-6. ``too_complex`` — an input ``math_verify``/sympy could not finish in time *while holding the GIL* (huge
+6. ``integer`` — both sides are plain integers (``7``, ``-3``, ``007``; up to :data:`MAX_INTEGER_DIGITS` digits)
+   → equal iff their values are. math_verify gives the same verdict; this rule only skips it, since a
+   fresh process's first math_verify call costs seconds (sympy) and most votes compare counts;
+7. ``too_complex`` — an input ``math_verify``/sympy could not finish in time *while holding the GIL* (huge
    exponents or factorials such as ``9^{9^{9}}``; see :func:`is_too_costly`) → not equal;
-7. ``math`` — ``math_verify`` decides (``0.5`` vs ``\\frac{1}{2}`` → equal), under a wall-clock timeout;
+8. ``math`` — ``math_verify`` decides (``0.5`` vs ``\\frac{1}{2}`` → equal), under a wall-clock timeout;
    ``timeout`` if it ran out of time and ``math_error`` if it raised → not equal.
 
 Timeouts: ``math_verify`` is called with its own (signal-based, main-thread-only) timeouts disabled and run on
@@ -37,12 +40,17 @@ MATH_CACHE_SIZE = 65536
 MAX_EXPONENT_DIGITS = 5
 MAX_FACTORIAL_DIGITS = 4
 
+MAX_INTEGER_DIGITS = 100
+"""Longest plain integer the ``integer`` rule compares itself (CPython refuses int() of over 4,300 digits)."""
+_INTEGER_RE = re.compile(r"[+-]?\d+")
+
 GRADE_METHODS: tuple[str, ...] = (
     "empty",
     "string",
     "choice",
     "yes_no",
     "not_math",
+    "integer",
     "too_complex",
     "math",
     "timeout",
@@ -235,7 +243,7 @@ def is_too_costly(expr: str) -> bool:
 def _math_equal(pred: str, gold: str) -> bool:
     """``math_verify`` verdict for two bare answers, with math_verify's signal-based timeouts disabled.
 
-    Cached per (pred, gold): votes compare the same few short answers (``2`` vs ``3``) over and over, and
+    Cached per (pred, gold): votes compare the same few short answers (``0.5`` vs ``0.6``) over and over, and
     each sympy parse-and-verify costs milliseconds (bench/generation.py: scoring 128 questions took 10.8 s
     in a pipeline's first pass, 0.7 s once its workers were warm). The verdict is a pure function of the two
     strings, so the cache changes no result.
@@ -292,6 +300,12 @@ def grade_detailed(
 
     if not (_MATHY_RE.search(pred) and _MATHY_RE.search(gold)):
         return GradeResult(False, "not_math")
+    if (
+        _INTEGER_RE.fullmatch(pred)
+        and _INTEGER_RE.fullmatch(gold)
+        and max(len(pred), len(gold)) <= MAX_INTEGER_DIGITS
+    ):
+        return GradeResult(int(pred) == int(gold), "integer")
     if is_too_costly(pred) or is_too_costly(gold):
         return GradeResult(False, "too_complex")
     try:
