@@ -76,7 +76,30 @@ class BareEngine:
 
     def run(self, batch: int | None) -> tuple[int, float]:
         """(tokens, seconds inside generate) of one questioner pass, parse, reasoner pass."""
-        return _bare_pass(self.cfg, self.llm, self.rows, self.images, self.q_inputs, self.q_params, batch)
+        gen = self.cfg.generation
+        q_out, seconds = _generate(self.llm, self.q_inputs, self.q_params, batch)
+        tokens = sum(len(c.token_ids) for o in q_out for c in o.outputs)
+        r_prompts, r_params = [], []
+        for r, im, out in zip(self.rows, self.images, q_out, strict=True):
+            for c in out.outputs:
+                parsed = parse_questioner_output(c.text)
+                if parsed.ok:
+                    r_prompts.append(
+                        {
+                            "prompt": prompts.render_prompt(prompts.reasoner_messages(parsed.question)),
+                            "multi_modal_data": {"image": im},
+                        }
+                    )
+                    r_params.append(
+                        sampling_params(
+                            gen.reasoner_sampling,
+                            gen.answers_per_question,
+                            derive_seed(self.cfg.seed, "r", r["image_id"], c.index),
+                        )
+                    )
+        r_out, r_seconds = _generate(self.llm, r_prompts, r_params, batch)
+        tokens += sum(len(c.token_ids) for o in r_out for c in o.outputs)
+        return tokens, seconds + r_seconds
 
 
 def _generate(llm, inputs: list, params: list, batch: int | None) -> tuple[list, float]:
@@ -88,34 +111,6 @@ def _generate(llm, inputs: list, params: list, batch: int | None) -> tuple[list,
         outputs += llm.generate(inputs[i : i + step], params[i : i + step], use_tqdm=False)
         seconds += time.perf_counter() - t0
     return outputs, seconds
-
-
-def _bare_pass(cfg, llm, rows, images, q_inputs, q_params, batch: int | None) -> tuple[int, float]:
-    """Questioner pass, parse, reasoner pass; (tokens, seconds inside generate)."""
-    gen = cfg.generation
-    q_out, seconds = _generate(llm, q_inputs, q_params, batch)
-    tokens = sum(len(c.token_ids) for o in q_out for c in o.outputs)
-    r_prompts, r_params = [], []
-    for r, im, out in zip(rows, images, q_out, strict=True):
-        for c in out.outputs:
-            parsed = parse_questioner_output(c.text)
-            if parsed.ok:
-                r_prompts.append(
-                    {
-                        "prompt": prompts.render_prompt(prompts.reasoner_messages(parsed.question)),
-                        "multi_modal_data": {"image": im},
-                    }
-                )
-                r_params.append(
-                    sampling_params(
-                        gen.reasoner_sampling,
-                        gen.answers_per_question,
-                        derive_seed(cfg.seed, "r", r["image_id"], c.index),
-                    )
-                )
-    r_out, r_seconds = _generate(llm, r_prompts, r_params, batch)
-    tokens += sum(len(c.token_ids) for o in r_out for c in o.outputs)
-    return tokens, seconds + r_seconds
 
 
 def pipeline_warm(

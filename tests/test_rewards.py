@@ -315,9 +315,8 @@ def test_math_verdicts_are_cached_per_pair_and_unchanged_by_the_cache():
     assert first == again == [GradeResult(True, "math"), GradeResult(False, "math")]
     info = grading._math_equal.cache_info()
     assert (info.misses, info.hits) == (2, 2)
-    assert grade_detailed("0.3", "0.2", timeout_s=60) == GradeResult(
-        False, "math"
-    )  # order matters: a new pair
+    # order matters: ("0.3", "0.2") is a new pair
+    assert grade_detailed("0.3", "0.2", timeout_s=60) == GradeResult(False, "math")
     assert grading._math_equal.cache_info().misses == 3
 
 

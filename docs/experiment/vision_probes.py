@@ -39,7 +39,11 @@ from PIL import Image
 import visplay.world.bootstrap as bootstrap
 from visplay.config import TinyModelConfig
 from visplay.prompts import IM_END, questioner_prompt, reasoner_prompt, render_prompt
-from visplay.world.corpus import make_corpus, read_ground_truth
+from visplay.world.corpus import (  # _PHRASE: the generator's own position wording
+    _PHRASE,
+    make_corpus,
+    read_ground_truth,
+)
 from visplay.world.tiny_model import build_tiny_model
 
 SLOT_ORDER = ("left", "top", "center", "right", "bottom")
@@ -77,10 +81,6 @@ def facts(record: dict) -> list[tuple[str, str, str]]:
     return out
 
 
-_PHRASE = {"center": "in the center", "left": "on the left", "right": "on the right", "top": "at the top",
-           "bottom": "at the bottom"}  # fmt: skip
-
-
 def dense_target(qa: dict) -> str:
     """A reasoner target that states the visual fact (the option's text) before its letter."""
     if qa["choices"]:
@@ -90,7 +90,8 @@ def dense_target(qa: dict) -> str:
 
 
 def examples(processor, corpus: Path, mode: str) -> dict[str, list]:
-    """Tokenized examples of one corpus: {"questioner", "reasoner", "caption"} (mode mix) or {"single"}."""
+    """Tokenized examples of one corpus, only the kinds ``mode`` draws: {"single"} (single); {"questioner",
+    "reasoner", "caption"} (mix); {"questioner", "reasoner", "fact"} (curriculum)."""
     cap_prompt = render_prompt(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
     )
@@ -105,10 +106,14 @@ def examples(processor, corpus: Path, mode: str) -> dict[str, list]:
                     (bootstrap.build_example(processor, image, prompt, colour + IM_END), colour)
                 )
             continue
-        for question, answer, form in facts(record):
-            prompt = reasoner_prompt(question)
-            out["fact"].append((bootstrap.build_example(processor, image, prompt, answer + IM_END), form))
-        out["caption"].append(bootstrap.build_example(processor, image, cap_prompt, caption(record) + IM_END))
+        if mode == "curriculum":
+            for question, answer, form in facts(record):
+                prompt = reasoner_prompt(question)
+                out["fact"].append((bootstrap.build_example(processor, image, prompt, answer + IM_END), form))
+        else:
+            out["caption"].append(
+                bootstrap.build_example(processor, image, cap_prompt, caption(record) + IM_END)
+            )
         for qa in record["qa"]:
             target = bootstrap.questioner_target(qa)
             out["questioner"].append(bootstrap.build_example(processor, image, questioner_prompt(), target))

@@ -187,7 +187,7 @@ class RolloutEngineStage:
 
     It runs as Ray tasks (the pipeline hands ``map_batches`` an instance, see
     :func:`visplay.generation.pipeline.engine_stage`), so it keeps no state between batches: the actor is
-    picked by the batch's first row seed, which spreads batches over the actors and repeats on a rerun.
+    picked by the seed of the batch's first request, which spreads batches over the actors and repeats on a rerun.
     """
 
     def __init__(
@@ -211,9 +211,11 @@ class RolloutEngineStage:
         rows = _input_rows(batch, f"RolloutEngineStage({self.prefix})")
         active = [i for i, row in enumerate(rows) if row["prompt"] is not None]
         requests = [RolloutRequest(rows[i]["prompt"], rows[i]["image"], rows[i]["row_seed"]) for i in active]
-        actor = self.actors[rows[0]["row_seed"] % len(self.actors)] if rows else self.actors[0]
         started = time.perf_counter()
-        rollouts = ray.get(actor.generate.remote(requests, self.sampling, self.n)) if requests else []
+        rollouts = []
+        if requests:
+            actor = self.actors[requests[0].seed % len(self.actors)]
+            rollouts = ray.get(actor.generate.remote(requests, self.sampling, self.n))
         results: list[tuple[list[str], list[list[int]], str]] = [([], [], "")] * len(rows)
         for i, rollout in zip(active, rollouts, strict=True):
             if rollout.version != self.checkpoint_id:
