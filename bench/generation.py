@@ -18,7 +18,7 @@ Prints, for the same images, prompts and sampling parameters:
       after another (the questioner's output materialized before the reasoner stage starts).
 
 Usage:
-  python bench/generation.py [--model DIR] [--images N] [--k 2] [--m 4] [--batch-sizes 8,32,64]
+  python bench/generation.py [--model DIR] [--images N] [--k K] [--m M] [--batch-sizes 8,32,64]
                              [--engine-cpus 1] [--repeats 3]
 (b) is repeated for each engine-stage batch size in --batch-sizes (rows handed to the engine per call);
 (a) and (b) figures are the best of --repeats runs, the two taking turns (outside load varies);
@@ -171,8 +171,8 @@ def main() -> None:
         "--model", default=None, help="HF checkpoint (default: build and warm up the tiny model)"
     )
     parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--k", type=int, default=2, help="questions per image")
-    parser.add_argument("--m", type=int, default=4, help="answers per question")
+    parser.add_argument("--k", type=int, default=None, help="questions per image (default: the config's)")
+    parser.add_argument("--m", type=int, default=None, help="answers per question (default: the config's)")
     parser.add_argument("--batch-sizes", default="8,32,64", help="engine-stage batch sizes for (b)")
     parser.add_argument(
         "--engine-cpus", type=float, default=1.0, help="num_cpus of each engine (= torch threads of (a))"
@@ -189,6 +189,9 @@ def main() -> None:
         warm_up(tiny, labeled.out_dir, work / "model", seed=7)
         args.model = str(work / "model")
     corpus = make_corpus(work / "corpus", args.images, seed=1, split="train")
+    shipped = load_config(CONFIG).generation
+    args.k = args.k or shipped.questions_per_image
+    args.m = args.m or shipped.answers_per_question
     cfg = load_config(
         CONFIG,
         [

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import visplay.rewards
+import visplay.rewards.diversity
 import visplay.rewards.grading as grading
 from visplay.rewards import (
     PARSE_ERRORS,
@@ -562,6 +563,41 @@ def test_bleu_penalty_matches_sklearn_reference():
     assert nontrivial >= 3  # the batches really exercise mixed cluster sizes
 
 
+def _tie_heavy_batches(count=150):
+    """Short questions over a 4-word vocabulary: many equal BLEU distances, so tie order in the linkage counts."""
+    rng = random.Random(7)
+    words = ["what", "red", "ball", "left"]
+    return [
+        [" ".join(rng.choice(words) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(2, 12))]
+        for _ in range(count)
+    ]
+
+
+def test_bleu_penalty_matches_reference_with_ties_and_short_questions():
+    # visplay computes BLEU and the linkage cut itself (no nltk/sklearn import in a scoring worker); this
+    # is the check that it is the same construction, on batches built to have equal distances everywhere.
+    for threshold in (0.5, 0.8):
+        for batch in _tie_heavy_batches():
+            assert bleu_cluster_penalty(batch, threshold) == pytest.approx(
+                _reference_penalty(batch, threshold), abs=1e-9
+            ), batch
+
+
+def test_sentence_bleu_matches_nltk():
+    from nltk.translate.bleu_score import SmoothingFunction
+    from nltk.translate.bleu_score import sentence_bleu as nltk_bleu
+
+    smoother = SmoothingFunction().method1
+    for batch in _tie_heavy_batches(60) + _random_batches():
+        for hyp in batch:
+            for ref in batch:
+                ours = visplay.rewards.diversity.sentence_bleu(ref.split(), hyp.split())
+                theirs = (
+                    nltk_bleu([ref.split()], hyp.split(), smoothing_function=smoother) if hyp and ref else 0
+                )
+                assert ours == pytest.approx(theirs, abs=1e-12), (hyp, ref)
+
+
 def test_bleu_penalty_identical_questions():
     # BLEU(q, q) = 1 for >= 4 tokens → distance 0 → one cluster of 3 → 3/3 = 1.0 each.
     assert bleu_cluster_penalty(["what color is the car"] * 3) == [1.0, 1.0, 1.0]
@@ -641,11 +677,10 @@ ALLOWED_REWARDS_IMPORTS = {
     "functools",
     "math",
     "math_verify",
-    "nltk",
     "numpy",
     "queue",
     "re",
-    "sklearn",
+    "scipy",
     "threading",
     "typing",
     "visplay",

@@ -3,8 +3,10 @@
     images ──▶ QuestionerPrompts ──▶ Engine(questioner, n=k) ──▶ ExplodeQuestions ──▶ ReasonerPrompts
            ──▶ Engine(reasoner, n=m) ──▶ ScoreQuestions ──▶ (driver) corpus dedup + per-image cap ──▶ parquet
 
-The two engine stages are actor pools; Ray Data streams blocks between them, so the reasoner starts on
-the first questions while the questioner is still working. Only the final, image-free scored rows are
+The two engine stages are actor pools (or tasks forwarding to warm rollout engines); Ray Data streams
+blocks between them, so the reasoner starts on the first questions while the questioner is still working.
+Scoring is a small actor pool too, so the grader's one-time costs are paid once per actor, not per task
+worker; the prompt and explode steps are cheap Ray tasks. Only the final, image-free scored rows are
 collected on the driver, for the corpus-wide dedup that needs to see every question once.
 
 Outputs in ``out_dir``: ``questions.parquet`` (kept), ``dropped.parquet`` (every other question, with
@@ -115,7 +117,10 @@ def score_questions(questions: ray.data.Dataset, cfg: Config, reasoner: Checkpoi
     ds = engine_stage(
         ds, reasoner, gen.reasoner_engine, gen.reasoner_sampling, gen.answers_per_question, "r_", cfg.seed
     )
-    return ds.map_batches(ScoreQuestions(gen, cfg.rewards), batch_size=gen.score_batch_size, **_LIGHT)
+    return ds.map_batches(
+        ScoreQuestions, fn_constructor_kwargs={"generation": gen, "rewards": cfg.rewards},
+        batch_size=gen.score_batch_size, concurrency=gen.score_actors, **_LIGHT,
+    )  # fmt: skip
 
 
 def engine_stage(
