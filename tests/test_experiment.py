@@ -17,6 +17,7 @@ from visplay.experiment import (
     RunResult,
     answer_variety,
     blind_baseline,
+    collect_run,
     distinct_share,
     mean_ci,
     render_report,
@@ -65,6 +66,29 @@ def test_distinct_share_normalises_case_and_spaces() -> None:
     # "How many?" and "how  many?" are one question; "Which colour?" another: 2 distinct of 3
     assert distinct_share(["How many?", "how  many?", "Which colour?"]) == pytest.approx(2 / 3)
     assert distinct_share([]) is None
+
+
+def test_collect_run_reads_a_run_directory_that_moved(tmp_path: Path) -> None:
+    # A phase marker records absolute paths; a run copied elsewhere (another machine, a clean clone) must
+    # still report, from the tables in its own phase directory.
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ran_at, moved_to = tmp_path / "ran", tmp_path / "moved"
+    phase = Phase(ran_at, 1, "generate")
+    phase.dir.mkdir(parents=True)
+    files = {}
+    for name, questions in (("questions", ["How many?", "Which colour?"]), ("dropped", ["how  many?"])):
+        files[name] = str(phase.dir / f"{name}.parquet")
+        pq.write_table(pa.table({"parse_ok": [True] * len(questions), "question": questions}), files[name])
+    phase.complete({"files": files})
+    shutil.move(ran_at, moved_to)
+
+    result = collect_run(moved_to, "visplay", 0, 1, "", None)
+    assert result.distinct_share == [pytest.approx(2 / 3)]  # 3 questions, "how many?" twice
+    assert result.accuracy == [None, None]  # no evaluate phase finished
 
 
 def test_blind_baseline_is_the_best_constant_answer_per_skill() -> None:

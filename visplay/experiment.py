@@ -135,11 +135,15 @@ def collect_run(
         result.p_values.append(list(record.p_values) if record else [])
         result.questioner_reward.append(_mean(record.questioner_reward) if record else None)
         result.reasoner_reward.append(_mean(record.reasoner_reward) if record else None)
-        generated = Phase(run_dir, it, "generate").done()
+        phase = Phase(run_dir, it, "generate")
+        generated = phase.done()
         texts: list[str] = []
         for name in ("questions", "dropped"):
             if generated:
-                table = pq.read_table(generated["files"][name], columns=["parse_ok", "question"])
+                path = Path(generated["files"][name])
+                if not path.is_file():  # the run directory moved since it ran; its tables stay in the phase's
+                    path = phase.dir / path.name
+                table = pq.read_table(path, columns=["parse_ok", "question"])
                 texts += [r["question"] for r in table.to_pylist() if r["parse_ok"] and r["question"]]
         result.distinct_share.append(distinct_share(texts))
     return result
