@@ -191,9 +191,6 @@ class GenerationConfig(_Section):
     """Drop a kept question whose normalised text repeats anywhere in the output ('corpus') or on its image."""
     score_batch_size: int = Field(16, ge=1)
     """Questions per scoring batch: the window of the BLEU diversity clusters."""
-    score_actors: int = Field(1, ge=1)
-    """Scoring actors per pass. Each pays the grader's one-time costs once (3-6 s of CPU: math_verify's
-    import and first call), then scores batches at about 3 ms per question; one keeps up with a CPU engine."""
     reuse_rollout_engines: bool = False
     """In jobs/evolve.py, generate with the job's two warm rollout engines (questioner, reasoner) instead of
     starting engine pools; the embedded default sets it (an engine start costs about a minute on CPU), on a

@@ -5,8 +5,7 @@
 
 The two engine stages are actor pools (or tasks forwarding to warm rollout engines); Ray Data streams
 blocks between them, so the reasoner starts on the first questions while the questioner is still working.
-Scoring is a small actor pool too, so the grader's one-time costs are paid once per actor, not per task
-worker; the prompt and explode steps are cheap Ray tasks. Only the final, image-free scored rows are
+Every other step is a light Ray task. Only the final, image-free scored rows are
 collected on the driver, for the corpus-wide dedup that needs to see every question once.
 
 Outputs in ``out_dir``: ``questions.parquet`` (kept), ``dropped.parquet`` (every other question, with
@@ -117,10 +116,7 @@ def score_questions(questions: ray.data.Dataset, cfg: Config, reasoner: Checkpoi
     ds = engine_stage(
         ds, reasoner, gen.reasoner_engine, gen.reasoner_sampling, gen.answers_per_question, "r_", cfg.seed
     )
-    return ds.map_batches(
-        ScoreQuestions, fn_constructor_kwargs={"generation": gen, "rewards": cfg.rewards},
-        batch_size=gen.score_batch_size, concurrency=gen.score_actors, **_LIGHT,
-    )  # fmt: skip
+    return ds.map_batches(ScoreQuestions(gen, cfg.rewards), batch_size=gen.score_batch_size, **_LIGHT)
 
 
 def engine_stage(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -22,7 +23,6 @@ from visplay.data.schemas import QUESTIONS_SCHEMA, SCORED_SCHEMA
 from visplay.rewards import (
     bleu_cluster_penalty,
     extract_boxed,
-    grade,
     majority_vote,
     parse_questioner_output,
     questioner_reward,
@@ -114,27 +114,20 @@ class ReasonerPrompts:
         return batch.append_column("row_seed", pa.array(seeds, pa.int64()))
 
 
+@dataclass(frozen=True)
 class ScoreQuestions:
     """Vote over the m answers, then questioner reward and the difficulty filter, per question.
 
     The diversity penalty clusters the valid questions *of this batch* by BLEU distance, as the
     questioner's GRPO batch does in training; ``batch_size`` of this stage sets that window.
-
-    ``__init__`` pays the grader's one-time costs (math_verify's import and first call, scipy's import for
-    the clustering: 3-6 s of CPU in a fresh process), so the pipeline runs this stage in a small actor pool
-    (``generation.score_actors``) that warms up while the first questions are still being generated; as a
-    Ray task, every fresh worker process paid them again, on the cores the engine needs.
     """
 
+    generation: GenerationConfig
+    rewards: RewardConfig
     columns = (
         "question_id", "parse_ok", "parse_error", "question", "row_seed", "r_completions", "r_engine_ckpt",
         "r_engine_error", "r_sampling", "r_num_generated_tokens", "r_engine_seconds",
     )  # fmt: skip
-
-    def __init__(self, generation: GenerationConfig, rewards: RewardConfig) -> None:
-        self.generation, self.rewards = generation, rewards
-        grade("0.5", "\\frac{1}{2}")  # math_verify's import and first parse
-        bleu_cluster_penalty(["warm up", "warm up the linkage"])  # scipy's import
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         _require(batch, self.columns, type(self).__name__)
