@@ -1,14 +1,19 @@
 """Generate a scored, filtered question set from unlabeled images (one VisPlay generation pass).
 
-Algorithm (one streaming Ray Data pipeline, see visplay/generation/pipeline.py):
-  1. read the image corpus; unusable files go to rejects.parquet with a reason;
+Algorithm (a streaming Ray Data pipeline over shards of the corpus, see visplay/generation/pipeline.py):
+  0. list the corpus into a plan cut into shards (generation.shard_size); nothing is read yet;
+  1. read and decode the images; unusable files go to rejects/ with a reason, copies of an image already
+     offered under another path to duplicates/;
   2. the Questioner engine writes k questions per image (<type>/<question>/<answer>);
   3. the Reasoner engine answers each parsed question m times; the majority \\boxed{} answer is the
      silver label and p = share of answers that agree with it;
   4. questioner reward = uncertainty(p) - BLEU-cluster diversity penalty (-1 if unparseable);
-  5. keep questions with p in [p_low, p_high] and a silver label; dedup across the corpus, cap per image.
-Outputs land in <out_dir>/<name>/generate/: questions.parquet, dropped.parquet, rejects.parquet,
-summary.json, plus the resolved config at <out_dir>/<name>/config.yaml, all logged to MLflow.
+  5. keep questions with p in [p_low, p_high] and a silver label;
+  steps 1-5 stream and write per-shard part files as they go (a killed pass, rerun, redoes only the
+  unfinished shards); then, over the finished shards: dedup across the corpus, cap per image.
+Outputs land in <out_dir>/<name>/generate/ as parquet dataset folders: questions/, dropped/, rejects/,
+duplicates/, plus summary.json and the resolved config at <out_dir>/<name>/config.yaml. MLflow gets the
+summary, the config and the location of the tables (not copies).
 
 Launch:
   python jobs/generate_questions.py --config configs/tiny-cpu.yaml [section.field=value ...]
@@ -39,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.run(f"{cfg.name}-generate", params=tracking.flat_params(cfg), tags={"phase": "generate"}):
         summary = run_generation(cfg, out_dir, questioner=model, reasoner=model)
         tracking.log_metrics(summary.metrics())
-        tracking.log_artifact(out_dir, "generate")
+        tracking.log_artifact(out_dir / "summary.json", "generate")
+        tracking.log_dataset_location(out_dir)
         tracking.log_artifact(cfg.run_dir / "config.yaml")
 
     # --- cleanup -----------------------------------------------------------------------------------
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"questions {summary.questions} = {summary.kept} kept + {summary.dropped} dropped {summary.drops_by_reason}"
     )
+    print(f"duplicate images {summary.duplicate_image}; shards {summary.shards} ({summary.shards_run} run now)")
     print(f"parse rate {summary.parse_rate:.2f}  p histogram {summary.p_histogram}  outputs in {out_dir}")
     ray.shutdown()
     return 0

@@ -33,15 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     base, _ = ensure_base_model(cfg)
     reasoner = cfg.models.reasoner or base
     generated = cfg.run_dir / "generate"
-    if not (generated / "questions.parquet").is_file():
+    if not (generated / "final.json").is_file():
         raise SystemExit(
-            f"no question set at {generated}: run jobs/generate_questions.py with this config first"
+            f"no finished question set at {generated}: run jobs/generate_questions.py with this config first"
         )
-    task = ReasonerTask.from_generation(
-        str(generated / "questions.parquet"), str(generated / "images.parquet"), cfg.rewards, cfg.seed
-    )
-    if not task.questions:
-        raise SystemExit(f"{generated / 'questions.parquet'} holds no kept questions: nothing to train on")
+    task = ReasonerTask(str(generated / "questions"), cfg.rewards, cfg.seed, cfg.corpus.parquet_image_column)
+    if not task.n_questions:
+        raise SystemExit(f"{generated / 'questions'} holds no kept questions: nothing to train on")
     tracking.setup(cfg)
 
     # --- the phase ---------------------------------------------------------------------------------
@@ -56,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- cleanup -----------------------------------------------------------------------------------
     print(
-        f"reasoner checkpoint {result.checkpoint} (version {result.version[:12]}), {len(task.questions)} questions"
+        f"reasoner checkpoint {result.checkpoint} (version {result.version[:12]}), {task.n_questions} questions"
     )
     ray.shutdown()
     return 0

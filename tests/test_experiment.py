@@ -69,8 +69,8 @@ def test_distinct_share_normalises_case_and_spaces() -> None:
 
 
 def test_collect_run_reads_a_run_directory_that_moved(tmp_path: Path) -> None:
-    # A phase marker records absolute paths; a run copied elsewhere (another machine, a clean clone) must
-    # still report, from the tables in its own phase directory.
+    # A phase marker names its tables relative to its own directory; a run copied elsewhere (another
+    # machine, a clean clone) must still report. The tables are dataset folders, as a pass writes them.
     import shutil
 
     import pyarrow as pa
@@ -79,11 +79,11 @@ def test_collect_run_reads_a_run_directory_that_moved(tmp_path: Path) -> None:
     ran_at, moved_to = tmp_path / "ran", tmp_path / "moved"
     phase = Phase(ran_at, 1, "generate")
     phase.dir.mkdir(parents=True)
-    files = {}
     for name, questions in (("questions", ["How many?", "Which colour?"]), ("dropped", ["how  many?"])):
-        files[name] = str(phase.dir / f"{name}.parquet")
-        pq.write_table(pa.table({"parse_ok": [True] * len(questions), "question": questions}), files[name])
-    phase.complete({"files": files})
+        (phase.dir / name).mkdir()
+        table = pa.table({"parse_ok": [True] * len(questions), "question": questions})
+        pq.write_table(table, phase.dir / name / "part-0.parquet")
+    phase.complete({"tables": {"questions": "questions", "dropped": "dropped"}})
     shutil.move(ran_at, moved_to)
 
     result = collect_run(moved_to, "visplay", 0, 1, "", None)

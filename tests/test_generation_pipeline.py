@@ -1,11 +1,13 @@
 """The generation plane end to end: real Ray Data, real vLLM engines (CPU build), the bootstrapped tiny model.
 
-Two runs over the same corpus (good images plus bad files):
-  A. a plain run: schema, provenance, counts that add up;
-  B. the same run while one engine actor's process is SIGKILLed mid-run: Ray restarts the actor and
-     retries its batch; the output still holds every image exactly once and equals run A row for row
-     (per-row seeds make sampling independent of which actor served the row), which is also the
-     "same seed, same questions and answers" check.
+Two runs over the same corpus (good images, bad files, one image copied under a second name), cut into
+shards of 3 items:
+  A. a plain run: schema, provenance, counts that add up, the copy generated once and counted;
+  B. the generate job as a separate driver process, SIGKILLed once its first shard is marked; then the
+     same pass resumed here, while one engine actor's process is SIGKILLed mid-run (Ray restarts the actor
+     and retries its batch). Only the unfinished shards are redone, and the final tables equal run A's
+     row for row (per-row seeds make sampling independent of which actor or which run served the row),
+     which is also the "same seed, same questions and answers" check.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,16 +34,18 @@ from visplay.world.tiny_model import model_version
 
 pytestmark = pytest.mark.slow
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "tiny-cpu.yaml"
 K, M = 2, 4  # questions per image, answers per question
 
 
 @pytest.fixture(scope="module")
 def corpus_with_bad_files(unlabeled_corpus, tmp_path_factory) -> Path:
-    """The 8 synthetic images plus one empty, one truncated and one non-image file."""
+    """The 8 synthetic images plus one empty, one truncated and one non-image file, and a copy of an image."""
     root = tmp_path_factory.mktemp("gen-corpus")
     shutil.copytree(unlabeled_corpus, root / "images")
     good = sorted((root / "images").rglob("*.png"))[0].read_bytes()
+    (root / "images" / "zz-copy.png").write_bytes(good)  # the same bytes under another name
     (root / "images" / "empty.png").write_bytes(b"")
     (root / "images" / "cut.png").write_bytes(good[: len(good) // 2])
     (root / "images" / "notes.txt").write_text("not an image")
@@ -47,21 +53,24 @@ def corpus_with_bad_files(unlabeled_corpus, tmp_path_factory) -> Path:
 
 
 def _config(model: Path, corpus: Path, out_dir: Path):
-    return load_config(
-        CONFIG,
-        [
-            f"models.base={model}",
-            f"corpus.path={corpus}",
-            f"out_dir={out_dir}",
-            f"generation.questions_per_image={K}",
-            f"generation.answers_per_question={M}",
-            "generation.questioner_engine.batch_size=2",
-            "generation.reasoner_engine.batch_size=4",
-            "generation.questioner_sampling.max_tokens=48",
-            "generation.reasoner_sampling.max_tokens=32",
-            "generation.score_batch_size=8",
-        ],
-    )
+    return load_config(CONFIG, _overrides(model, corpus, out_dir))
+
+
+def _overrides(model: Path, corpus: Path, out_dir: Path) -> list[str]:
+    return [
+        f"models.base={model}",
+        f"corpus.path={corpus}",
+        f"out_dir={out_dir}",
+        f"generation.questions_per_image={K}",
+        f"generation.answers_per_question={M}",
+        "generation.questioner_engine.batch_size=2",
+        "generation.reasoner_engine.batch_size=4",
+        "generation.questioner_sampling.max_tokens=48",
+        "generation.reasoner_sampling.max_tokens=32",
+        "generation.score_batch_size=8",
+        "generation.shard_size=3",
+        "name=gen-test",
+    ]
 
 
 def _ready_engine_actor_pids() -> list[int]:
@@ -85,11 +94,15 @@ def test_pipeline_runs_end_to_end_survives_a_killed_engine_and_is_reproducible(
     cfg = _config(bootstrapped_model, corpus_with_bad_files, tmp_path / "a")
     summary = run_generation(cfg, tmp_path / "a" / "gen", questioner=model, reasoner=model)
 
-    # Counts add up: 11 files offered = 8 images + 3 rejects (one per reason); 8 images x K questions.
-    assert summary.images_offered == 11
-    assert summary.images_read == 8
+    # Counts add up: 12 files offered = 9 images read (8 + 1 copy, generated once) + 3 rejects (one per
+    # reason); 8 images x K questions. 12 items in shards of 3: 4 shards.
+    assert summary.images_offered == 12
+    assert summary.images_read == 9 and summary.duplicate_image == 1
     assert summary.rejects_by_reason == {"empty": 1, "truncated": 1, "not_image": 1}
     assert summary.questions == 8 * K == summary.kept + summary.dropped
+    assert (summary.shards, summary.shards_run) == (4, 4)
+    duplicates = pq.read_table(summary.files["duplicates"]).to_pylist()
+    assert len(duplicates) == 1 and duplicates[0]["owner_item"] != duplicates[0]["item"]
     assert set(summary.drops_by_reason) <= set(DROP_REASONS)
     # The bootstrapped model writes parseable questions, so the reasoner stage really ran.
     assert summary.parse_rate > 0.25, summary
@@ -119,11 +132,27 @@ def test_pipeline_runs_end_to_end_survives_a_killed_engine_and_is_reproducible(
     rejects = pq.read_table(summary.files["rejects"]).to_pylist()
     assert sorted(r["reason"] for r in rejects) == ["empty", "not_image", "truncated"]
 
-    # --- run B: same seed, one engine actor killed mid-run ------------------------------------------
+    # --- run B: the job's driver SIGKILLed after its first shard, then resumed with an engine killed --
     cfg_b = _config(bootstrapped_model, corpus_with_bad_files, tmp_path / "b")
+    pass_dir = cfg_b.run_dir / "generate"
+    job = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs" / "generate_questions.py"), "--config", str(CONFIG),
+         *_overrides(bootstrapped_model, corpus_with_bad_files, tmp_path / "b")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not list((pass_dir / "shards").glob("shard_*.json")) and time.monotonic() < deadline:
+        assert job.poll() is None, "the generate job ended before its first shard"
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)  # the driver and the Ray it started, as a lost head node would
+    job.wait()
+    marked_before = len(list((pass_dir / "shards").glob("shard_*.json")))
+    assert 1 <= marked_before < 4, marked_before
+    assert not (pass_dir / "final.json").exists()
+
     result: dict = {}
     worker = threading.Thread(
-        target=lambda: result.update(summary=run_generation(cfg_b, tmp_path / "b" / "gen", model, model))
+        target=lambda: result.update(summary=run_generation(cfg_b, pass_dir, model, model))
     )
     worker.start()
     killed = None
@@ -138,7 +167,8 @@ def test_pipeline_runs_end_to_end_survives_a_killed_engine_and_is_reproducible(
     assert killed is not None, "no engine actor was seen alive"
     assert "summary" in result, "run B did not finish"
     summary_b = result["summary"]
-    assert summary_b.questions == 8 * K and summary_b.images_read == 8
+    assert summary_b.shards_run == 4 - marked_before  # only the unfinished shards were redone
+    assert summary_b.questions == 8 * K and summary_b.images_read == 9 and summary_b.duplicate_image == 1
 
     rows_b = (
         pq.read_table(summary_b.files["questions"]).to_pylist()
@@ -153,6 +183,7 @@ def test_pipeline_runs_end_to_end_survives_a_killed_engine_and_is_reproducible(
         return (r["question_id"], r["raw"], tuple(r["answers"]), r["silver"], r["p"], r["drop_reason"])
 
     assert sorted(map(key, rows_b)) == sorted(map(key, rows))
+    assert [r["question_id"] for r in rows_b] == [r["question_id"] for r in rows]  # same order on disk
 
 
 def test_warm_engine_stages_stay_separate_streaming_operators(

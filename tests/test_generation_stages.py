@@ -34,6 +34,8 @@ def _engine_batch(completions, error=""):
         {
             "image_id": ["img"],
             "source": ["/x/img.png"],
+            "item": [5],
+            "shard": [0],
             "image": [b"png"],
             "row_seed": [11],
             "q_completions": [completions],
@@ -77,7 +79,7 @@ def test_reasoner_prompts_skip_unparsed_questions():
 
 def _answered(question_id, question, answers, parse_ok=True, error=""):
     return {
-        "question_id": question_id, "image_id": "img-" + question_id, "source": "s", "image": b"",
+        "question_id": question_id, "image_id": "img-" + question_id, "source": "s", "item": 0, "shard": 0, "image": b"",
         "questioner_ckpt": "q", "questioner_seed": 1, "sample_index": 0, "questioner_sampling": "{}",
         "raw": "raw", "questioner_tokens": 5, "questioner_seconds": 0.1, "parse_ok": parse_ok,
         "parse_error": "" if parse_ok else "missing_type", "qtype": "numerical" if parse_ok else None,

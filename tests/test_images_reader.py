@@ -26,13 +26,13 @@ from visplay.data.images import (
     DecodeImages,
     ImageRead,
     count_by_reason,
-    list_files,
     read_file_bytes,
     read_images,
     to_pil,
     validate_image,
     write_rejects,
 )
+from visplay.data.plan import list_files
 from visplay.data.schemas import IMAGES_SCHEMA, REJECT_REASONS, REJECTS_SCHEMA
 from visplay.world.corpus import make_corpus, read_ground_truth
 
@@ -161,14 +161,17 @@ def test_list_files_walks_nested_follows_links_once(messy_folder) -> None:
 
 def test_decode_images_fails_fast_on_wrong_input() -> None:
     decode = DecodeImages("bytes", max_pixels=MAX_PIXELS, max_file_bytes=MAX_FILE_BYTES)
+    place = {"item": pa.array([7], pa.int64()), "shard": pa.array([0], pa.int32())}
     with pytest.raises(ValueError, match="missing \\['data'\\]"):
-        decode(pa.table({"source": ["a"]}))
+        decode(pa.table({"source": ["a"], **place}))
     with pytest.raises(TypeError, match="'data' must be binary"):
-        decode(pa.table({"source": ["a"], "data": [1]}))
+        decode(pa.table({"source": ["a"], **place, "data": [1]}))
     out = decode(
-        pa.table({"source": ["a", "b"], "data": pa.array([_encoded("PNG", 4), b"junk"], pa.binary())})
-    )
+        pa.table({"source": ["a", "b"], "item": [7, 8], "shard": [0, 1],
+                  "data": pa.array([_encoded("PNG", 4), b"junk"], pa.binary())})
+    )  # fmt: skip
     assert out.column("ok").to_pylist() == [True, False]
+    assert out.column("item").to_pylist() == [7, 8] and out.column("shard").to_pylist() == [0, 1]
 
 
 def test_to_pil_flattens_alpha_on_white() -> None:

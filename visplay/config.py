@@ -191,6 +191,12 @@ class GenerationConfig(_Section):
     """Drop a kept question whose normalised text repeats anywhere in the output ('corpus') or on its image."""
     score_batch_size: int = Field(16, ge=1)
     """Questions per scoring batch: the window of the BLEU diversity clusters."""
+    shard_size: int = Field(1024, ge=1)
+    """Offered items (files, or parquet rows in whole row groups) per shard: the unit a pass resumes by. A
+    shard's part files are written as its rows finish and it is marked when all its items are on disk; a
+    killed pass redoes only unmarked shards. 1,000-10,000 at 1M images (100-1,000 markers)."""
+    decode_batch_size: int = Field(32, ge=1)
+    """Items read and decoded per Ray Data task (one block): bounds the image bytes in flight per task."""
     reuse_rollout_engines: bool = False
     """In jobs/evolve.py, generate with the job's two warm rollout engines (questioner, reasoner) instead of
     starting engine pools; the embedded default sets it (an engine start costs about a minute on CPU), on a

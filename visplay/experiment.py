@@ -18,8 +18,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from visplay.generation.outputs import read_columns
 from visplay.phases import Phase
 from visplay.report import load_history, p_histogram
 
@@ -139,11 +138,8 @@ def collect_run(
         generated = phase.done()
         texts: list[str] = []
         for name in ("questions", "dropped"):
-            if generated:
-                path = Path(generated["files"][name])
-                if not path.is_file():  # the run directory moved since it ran; its tables stay in the phase's
-                    path = phase.dir / path.name
-                table = pq.read_table(path, columns=["parse_ok", "question"])
+            if generated:  # tables are named relative to the phase's directory, so a moved run reads too
+                table = read_columns(phase.dir / generated["tables"][name], ["parse_ok", "question"])
                 texts += [r["question"] for r in table.to_pylist() if r["parse_ok"] and r["question"]]
         result.distinct_share.append(distinct_share(texts))
     return result

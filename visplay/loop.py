@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from visplay import report, tracking
 from visplay.config import Config, GRPOConfig, SamplingConfig
@@ -55,15 +56,18 @@ def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint)
         questioner, reasoner = _serving(cfg, questioner, reasoner)
         summary = run_generation(cfg, phase.dir, questioner=questioner, reasoner=reasoner)
         tracking.log_metrics(summary.metrics())
-        return phase.complete({"files": summary.files, "kept": summary.kept, "questions": summary.questions})
+        tracking.log_artifact(phase.dir / "summary.json")
+        tracking.log_dataset_location(phase.dir)
+        tables = {name: Path(path).name for name, path in summary.files.items()}  # relative to phase.dir
+        return phase.complete({"tables": tables, "kept": summary.kept, "questions": summary.questions})
 
 
 def train_reasoner(cfg: Config, it: int, reasoner: Checkpoint, question_set: dict) -> dict:
     """Phase 3: GRPO on the Reasoner against the silver labels (skipped, and said so, when nothing was kept)."""
 
     def task() -> ReasonerTask:
-        files = question_set["files"]
-        return ReasonerTask.from_generation(files["questions"], files["images"], cfg.rewards, cfg.seed + it)
+        questions = Phase(cfg.run_dir, it, "generate").dir / question_set["tables"]["questions"]
+        return ReasonerTask(str(questions), cfg.rewards, cfg.seed + it, cfg.corpus.parquet_image_column)
 
     skip = "no question was kept" if question_set["kept"] == 0 else ""
     skip = skip or ("" if cfg.reasoner_grpo.enabled else "reasoner_grpo.enabled is false")
@@ -148,8 +152,9 @@ def run_iterations(
                     reports.append((f"iter {it}", evaluated["reports"]))
                     _write_comparison(cfg, reports)
 
+                generated = Phase(cfg.run_dir, it, "generate").dir
                 record = IterationRecord.collect(
-                    it, question_set["files"], q_out["steps"], r_out["steps"], scores, seconds=seconds
+                    it, {name: str(generated / t) for name, t in question_set["tables"].items()}, q_out["steps"], r_out["steps"], scores, seconds=seconds
                 )
                 history = [r for r in history if r.iteration != it] + [record]
                 print(report.summary_text(record), flush=True)

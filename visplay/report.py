@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
+from visplay.generation.outputs import count_rows, read_columns
 
 HIST_BINS = 10
 """Bins of the p histogram over [0, 1]."""
@@ -53,8 +53,8 @@ class IterationRecord:
     ) -> IterationRecord:
         rows = []
         for name in ("questions", "dropped"):
-            rows += pq.read_table(generation_files[name], columns=["parse_ok", "p"]).to_pylist()
-        kept = pq.read_metadata(generation_files["questions"]).num_rows
+            rows += read_columns(generation_files[name], ["parse_ok", "p"]).to_pylist()
+        kept = count_rows(generation_files["questions"])
         return cls(
             iteration=iteration,
             questions=len(rows),

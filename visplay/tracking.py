@@ -92,3 +92,9 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifacts(str(path), artifact_path=artifact_path)
     else:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_dataset_location(folder: str | Path) -> None:
+    """Record where a phase's outputs live (a tag on the active run), not a copy of them: a pass over 1M
+    images writes tens of GB, a 7B checkpoint 15 GB; the tag is what a reader needs to find them."""
+    mlflow.set_tag(f"location.{Path(folder).name}", str(Path(folder).resolve()))

@@ -17,10 +17,11 @@ Counts always add up: ``offered == n_images + sum(reject_counts.values())``, che
 * a single file: a ``.parquet`` file as above, any other file is offered as one image.
 
 How it runs: the driver only lists paths (sorted, so ``limit`` keeps the same first items) or parquet
-row groups; reading, hashing and decoding happen in the :class:`DecodeImages` ``map_batches`` stage
-(Ray Data tasks). Its output is materialized once, and ``images``/``rejects`` are two cheap filters of
-that one result, so nothing is decoded twice. Row order of the two datasets is not part of the
-contract (sort by ``source`` if you need one).
+row groups into a :class:`CorpusPlan` (:func:`plan_corpus`), which numbers the offered items (``item``)
+and cuts them into shards; reading, hashing and decoding happen in the :class:`DecodeImages`
+``map_batches`` stage (Ray Data tasks) of the lazy, streaming :func:`decode_plan`. :func:`read_images`
+materializes that once for small corpora (tests, tools), with ``images``/``rejects`` two cheap filters of
+the one result. Row order of the two datasets is not part of the contract (sort by ``item``).
 
 Validation of one item, in order (first failure wins): null/zero bytes -> ``empty``; more than
 ``max_file_bytes`` -> ``too_many_pixels`` (files: judged from ``stat`` before reading); Pillow cannot
@@ -48,6 +49,7 @@ import pyarrow.parquet as pq
 import ray.data
 from PIL import Image
 
+from visplay.data.plan import CorpusPlan, plan_corpus
 from visplay.data.schemas import IMAGES_SCHEMA, REJECT_REASONS, REJECTS_SCHEMA, RejectReason
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,29 @@ class ImageRead:
         )
 
 
+def decode_plan(
+    plan: CorpusPlan, *, max_pixels: int, max_file_bytes: int, batch_size: int = 32
+) -> ray.data.Dataset:
+    """The lazy Ray Dataset of decoded rows (``_DECODED_SCHEMA``: images and rejects) of ``plan``'s items.
+
+    Nothing is read until the dataset is consumed, and it streams: only the blocks in flight are held.
+    Blocks follow the plan's order (one block per ``batch_size`` items), so the first shards come first.
+    """
+    if max_pixels < 1 or max_file_bytes < 1:
+        raise ValueError("max_pixels and max_file_bytes must be >= 1")
+    if plan.items.num_rows == 0:
+        return ray.data.from_arrow(_DECODED_SCHEMA.empty_table())
+    per_block = 1 if plan.kind == "bytes" else batch_size
+    blocks = [plan.items.slice(i, per_block) for i in range(0, plan.items.num_rows, per_block)]
+    ds = ray.data.from_arrow(blocks)
+    if plan.kind == "bytes":
+        ds = ds.map_batches(
+            _read_row_groups, fn_kwargs={"column": plan.column}, batch_size=1, batch_format="pyarrow"
+        )
+    decode = DecodeImages(plan.kind, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
+    return ds.map_batches(decode, batch_size=batch_size, batch_format="pyarrow")
+
+
 def read_images(
     path: str | Path,
     *,
@@ -101,84 +126,36 @@ def read_images(
     limit: int | None = None,
     batch_size: int = 32,
 ) -> ImageRead:
-    """Read, validate and decode every item under ``path``; see the module docstring for the rules.
+    """Read, validate and decode every item under ``path`` into a *materialized* :class:`ImageRead`.
 
-    ``limit`` keeps the first ``limit`` offered items in sorted order (rejects included).
-    ``batch_size`` is the items per DecodeImages call. Starts a local Ray if none is running.
+    For small corpora and tools (tests, benches, the evaluation's image folders): the whole decoded corpus
+    is held in the object store. A generation pass over a real corpus streams instead
+    (:func:`plan_corpus` + :func:`decode_plan`, in :mod:`visplay.generation.pass_`).
     """
-    if max_pixels < 1 or max_file_bytes < 1:
-        raise ValueError("max_pixels and max_file_bytes must be >= 1")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1 or None, got {limit}")
-    root = Path(os.path.abspath(path))
-    if not root.exists():
-        raise FileNotFoundError(f"image corpus not found: {root}")
-    files = [str(root)] if root.is_file() else list_files(root)
-    parquet_files, ignored = _parquet_input(root, files)
-    if parquet_files is None:
-        items: list[dict[str, Any]] = [{"source": f} for f in files[:limit]]
-        offered, kind = len(items), "files"
-    else:
-        items = _row_group_items(parquet_files, parquet_image_column, limit)
-        offered, kind = sum(item["take"] for item in items), "bytes"
-
-    if items:
-        ds = ray.data.from_items(
-            items, override_num_blocks=min(len(items), max(1, -(-len(items) // batch_size)))
-        )
-        if kind == "bytes":
-            ds = ds.map_batches(
-                _read_row_groups,
-                fn_kwargs={"column": parquet_image_column},
-                batch_size=1,
-                batch_format="pyarrow",
-            )
-        decode = DecodeImages(kind, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
-        decoded = ds.map_batches(decode, batch_size=batch_size, batch_format="pyarrow").materialize()
-    else:
-        decoded = ray.data.from_arrow(_DECODED_SCHEMA.empty_table())
-
+    plan = plan_corpus(path, parquet_image_column=parquet_image_column, limit=limit)
+    decoded = decode_plan(
+        plan, max_pixels=max_pixels, max_file_bytes=max_file_bytes, batch_size=batch_size
+    ).materialize()
     n_images, counts = 0, dict.fromkeys(REJECT_REASONS, 0)
     for batch in decoded.select_columns(["ok", "reason"]).iter_batches(
         batch_format="pyarrow", batch_size=None
     ):
         n_images += pc.sum(batch["ok"]).as_py() or 0
         _add_reason_counts(counts, batch["reason"].drop_null())
-    if n_images + sum(counts.values()) != offered:
+    if n_images + sum(counts.values()) != plan.offered:
         raise RuntimeError(
-            f"{root}: offered {offered} items but decoded {n_images} images + {sum(counts.values())} rejects"
+            f"{path}: offered {plan.offered} items but decoded {n_images} images + {sum(counts.values())} rejects"
         )
     result = ImageRead(
-        images=decoded.map_batches(_images_of, batch_format="pyarrow", batch_size=None),
-        rejects=decoded.map_batches(_rejects_of, batch_format="pyarrow", batch_size=None),
-        offered=offered,
+        images=decoded.map_batches(images_of, batch_format="pyarrow", batch_size=None),
+        rejects=decoded.map_batches(rejects_of, batch_format="pyarrow", batch_size=None),
+        offered=plan.offered,
         n_images=n_images,
         reject_counts=counts,
-        ignored=tuple(ignored),
+        ignored=plan.ignored,
     )
-    logger.info("read_images %s: %s", root, result.summary())
+    logger.info("read_images %s: %s", path, result.summary())
     return result
-
-
-def list_files(root: str | Path) -> list[str]:
-    """Every non-directory entry under ``root`` as an absolute path, sorted; symlinked folders once each.
-
-    A folder that cannot be listed raises (an unlisted folder would drop its files silently).
-    """
-
-    def fail(err: OSError) -> None:
-        raise err
-
-    found: list[str] = []
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(os.path.abspath(root), onerror=fail, followlinks=True):
-        info = os.stat(dirpath)
-        if (info.st_dev, info.st_ino) in seen:  # a symlink loop or a second link to the same folder
-            dirnames[:] = []
-            continue
-        seen.add((info.st_dev, info.st_ino))
-        found.extend(os.path.join(dirpath, name) for name in filenames)
-    return sorted(found)
 
 
 class DecodeImages:
@@ -200,7 +177,7 @@ class DecodeImages:
         if input_kind not in ("files", "bytes"):
             raise ValueError(f"input_kind must be 'files' or 'bytes', got {input_kind!r}")
         self.input_kind = input_kind
-        self.input_columns = ("source",) if input_kind == "files" else ("source", "data")
+        self.input_columns = ("source", "item", "shard") + (("data",) if input_kind == "bytes" else ())
         self.max_pixels = max_pixels
         self.max_file_bytes = max_file_bytes
 
@@ -219,18 +196,18 @@ class DecodeImages:
             if not (pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type)):
                 raise TypeError(f"DecodeImages: column 'data' must be binary, got {data_type}")
         sources = batch.column("source").to_pylist()
+        places = zip(batch.column("item").to_pylist(), batch.column("shard").to_pylist(), strict=True)
         rows = []
-        for i, source in enumerate(sources):
+        for i, (source, (item, shard)) in enumerate(zip(sources, places, strict=True)):
             if self.input_kind == "files":
                 data, problem = read_file_bytes(source, self.max_file_bytes)
                 if problem is not None:
-                    rows.append(_reject(source, *problem))
+                    rows.append(_reject(source, *problem) | {"item": item, "shard": shard})
                     continue
             else:
                 data = batch.column("data")[i].as_py()
-            rows.append(
-                validate_image(source, data, max_pixels=self.max_pixels, max_file_bytes=self.max_file_bytes)
-            )
+            row = validate_image(source, data, max_pixels=self.max_pixels, max_file_bytes=self.max_file_bytes)
+            rows.append(row | {"item": item, "shard": shard})
         return pa.Table.from_pylist(rows, schema=_DECODED_SCHEMA)
 
 
@@ -321,6 +298,41 @@ def write_rejects(rejects: ray.data.Dataset, path: str | Path) -> Path:
     return path
 
 
+def load_image(source: str, image_id: str, column: str = "image") -> bytes:
+    """The encoded bytes of one image of the corpus, by its ``source`` (a file path, or ``<file>#<row>`` of
+    parquet input, whose bytes are in ``column``), checked against its ``image_id`` (sha256). Reads one file,
+    or one column of one parquet row group.
+
+    Raises FileNotFoundError / ValueError naming the source when it is gone or its bytes changed.
+    """
+    path, hashmark, row = source.rpartition("#")
+    if hashmark and path.lower().endswith(".parquet") and row.isdigit():
+        data = _parquet_row_bytes(path, int(row), column)
+    else:
+        with open(source, "rb") as handle:
+            data = handle.read()
+    if hashlib.sha256(data).hexdigest() != image_id:
+        raise ValueError(
+            f"{source}: bytes changed since the pass read it (sha256 != image_id {image_id[:12]})"
+        )
+    return data
+
+
+def _parquet_row_bytes(path: str, row: int, column: str) -> bytes:
+    """Image bytes at 0-based ``row`` of a parquet file's ``column`` (binary, or a struct with ``bytes``)."""
+    reader = pq.ParquetFile(path)
+    start = 0
+    for group in range(reader.metadata.num_row_groups):
+        rows = reader.metadata.row_group(group).num_rows
+        if row < start + rows:
+            values = reader.read_row_group(group, columns=[column]).column(column).combine_chunks()
+            if pa.types.is_struct(values.type):
+                values = pc.struct_field(values, "bytes")
+            return values[row - start].as_py()
+        start += rows
+    raise FileNotFoundError(f"{path} has no row {row}")
+
+
 def to_pil(image_bytes: bytes) -> Image.Image:
     """Decode bytes of the ``image`` column into an RGB PIL image (transparent areas composited on white).
 
@@ -358,62 +370,22 @@ def _add_reason_counts(counts: dict[str, int], reasons: pa.Array | pa.ChunkedArr
         counts[entry["values"]] += entry["counts"]
 
 
-def _images_of(batch: pa.Table) -> pa.Table:
+def images_of(batch: pa.Table) -> pa.Table:
     """The ok rows of a decoded batch, as IMAGES_SCHEMA."""
     return batch.filter(batch["ok"]).select(IMAGES_SCHEMA.names).cast(IMAGES_SCHEMA)
 
 
-def _rejects_of(batch: pa.Table) -> pa.Table:
+def rejects_of(batch: pa.Table) -> pa.Table:
     """The failed rows of a decoded batch, as REJECTS_SCHEMA."""
     return batch.filter(pc.invert(batch["ok"])).select(REJECTS_SCHEMA.names).cast(REJECTS_SCHEMA)
-
-
-def _parquet_input(root: Path, files: list[str]) -> tuple[list[str] | None, list[str]]:
-    """(parquet files to read, ignored files) when ``root`` is parquet input, else (None, [])."""
-    if root.is_file():
-        return ([str(root)], []) if root.suffix.lower() == ".parquet" else (None, [])
-    visible = [f for f in files if not os.path.basename(f).startswith((".", "_"))]
-    if visible and all(f.lower().endswith(".parquet") for f in visible):
-        keep = set(visible)
-        return visible, [f for f in files if f not in keep]
-    return None, []
-
-
-def _row_group_items(parquet_files: list[str], column: str, limit: int | None) -> list[dict[str, Any]]:
-    """One work item per parquet row group: file, row group, its first row in the file, rows to take."""
-    items: list[dict[str, Any]] = []
-    remaining = limit
-    for file in parquet_files:
-        reader = pq.ParquetFile(file)
-        if column not in reader.schema_arrow.names:
-            raise ValueError(f"{file}: no image column {column!r} (columns: {reader.schema_arrow.names})")
-        _check_image_type(file, column, reader.schema_arrow.field(column).type)
-        first_row = 0
-        for group in range(reader.metadata.num_row_groups):
-            rows = reader.metadata.row_group(group).num_rows
-            take = rows if remaining is None else min(rows, remaining)
-            if take:
-                items.append({"file": file, "row_group": group, "first_row": first_row, "take": take})
-            first_row += rows
-            if remaining is not None:
-                remaining -= take
-                if remaining == 0:
-                    return items
-    return items
-
-
-def _check_image_type(file: str, column: str, kind: pa.DataType) -> None:
-    """Raise unless the column holds encoded bytes: binary, large binary, or a struct with a ``bytes`` field."""
-    if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
-        kind = kind.field("bytes").type
-    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
-        raise TypeError(f"{file}: column {column!r} must hold image bytes (binary), got {kind}")
 
 
 def _read_row_groups(batch: pa.Table, column: str) -> pa.Table:
     """Ray Data stage: row-group items -> one ``source``/``data`` row per parquet row (``file#row``)."""
     sources: list[str] = []
     chunks: list[pa.Array] = []
+    items: list[int] = []
+    shards: list[int] = []
     for item in batch.to_pylist():
         table = (
             pq.ParquetFile(item["file"])
@@ -425,5 +397,14 @@ def _read_row_groups(batch: pa.Table, column: str) -> pa.Table:
             values = pc.struct_field(values, "bytes")
         chunks.append(values.cast(pa.binary()))
         sources.extend(f"{item['file']}#{item['first_row'] + i}" for i in range(len(values)))
+        items.extend(item["item"] + i for i in range(len(values)))
+        shards.extend([item["shard"]] * len(values))
     data = pa.concat_arrays(chunks) if chunks else pa.array([], pa.binary())
-    return pa.table({"source": pa.array(sources, pa.string()), "data": data})
+    return pa.table(
+        {
+            "source": pa.array(sources, pa.string()),
+            "item": pa.array(items, pa.int64()),
+            "shard": pa.array(shards, pa.int32()),
+            "data": data,
+        }
+    )

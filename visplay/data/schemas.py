@@ -6,11 +6,13 @@ A column means the same thing in every table that has it (see the tables section
     ``image_id``  sha256 hex digest of the encoded bytes (the join key everywhere, also of the
                   synthetic corpus ground truth); ``source`` where the bytes came from: an absolute
                   file path, or ``<parquet file>#<row>`` (0-based row within that file);
+                  ``item`` the offered item's index in the pass's plan (the stable order key: sorted
+                  paths, or parquet rows in file order); ``shard`` the plan shard it belongs to;
                   ``width``/``height`` in pixels; ``image`` the encoded bytes exactly as read
                   (PNG/JPEG/WEBP; decode with :func:`visplay.data.images.to_pil`).
 
 ``rejects`` (one offered item that could not be used)
-    ``source`` as above; ``reason`` one of :data:`REJECT_REASONS`; ``detail`` a human message
+    ``source``, ``item``, ``shard`` as above; ``reason`` one of :data:`REJECT_REASONS`; ``detail`` a human message
     (the exception text, or the numbers that broke a limit).
 
 ``questions`` (one questioner sample: image x sample index)
@@ -21,12 +23,16 @@ A column means the same thing in every table that has it (see the tables section
     (or the engine error); ``qtype``/``question``/``proposed_answer`` the parsed fields (null when
     unparsed); ``questioner_tokens``/``questioner_seconds`` generated tokens and engine time.
 
+``duplicates`` (an image whose bytes were already offered under another source; not generated again)
+    ``image_id``, ``source``, ``item``, ``shard`` as above; ``owner_item`` the item whose copy was generated.
+
 ``scored`` (a question with its m answers, rewards and the keep decision; no image bytes)
     the questions columns plus ``reasoner_ckpt``, ``reasoner_seed``, ``reasoner_sampling``,
     ``reasoner_tokens``, ``reasoner_seconds``; ``answers`` all m raw answers; ``extracted`` their
     ``\\boxed{}`` contents (null when absent); ``silver`` the majority answer; ``p`` its share of all m;
     ``votes`` JSON ``[[answer, count], ...]``; ``uncertainty``, ``diversity_penalty``, ``reward`` the
-    questioner reward and its parts; ``keep`` and ``drop_reason`` (one of :data:`DROP_REASONS`, "" when
+    questioner reward and its parts; ``question_key`` the hash of the normalised question text (the
+    corpus dedup's key; "" when unparsed); ``keep`` and ``drop_reason`` (one of :data:`DROP_REASONS`, "" when
     kept).
 """
 
@@ -59,6 +65,8 @@ IMAGES_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.string()),
         pa.field("source", pa.string()),
+        pa.field("item", pa.int64()),
+        pa.field("shard", pa.int32()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("image", pa.binary()),
@@ -69,17 +77,32 @@ IMAGES_SCHEMA = pa.schema(
 REJECTS_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string()),
+        pa.field("item", pa.int64()),
+        pa.field("shard", pa.int32()),
         pa.field("reason", pa.string()),
         pa.field("detail", pa.string()),
     ]
 )
 """One row per offered item that could not be used (no column is ever null)."""
 
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("item", pa.int64()),
+        pa.field("shard", pa.int32()),
+        pa.field("owner_item", pa.int64()),
+    ]
+)
+"""One row per offered copy of an image that another item already generated (reason ``duplicate_image``)."""
+
 QUESTIONS_SCHEMA = pa.schema(
     [
         pa.field("question_id", pa.string()),
         pa.field("image_id", pa.string()),
         pa.field("source", pa.string()),
+        pa.field("item", pa.int64()),
+        pa.field("shard", pa.int32()),
         pa.field("image", pa.binary()),
         pa.field("questioner_ckpt", pa.string()),
         pa.field("questioner_seed", pa.int64()),
@@ -113,11 +136,12 @@ SCORED_SCHEMA = pa.schema(
         pa.field("uncertainty", pa.float64()),
         pa.field("diversity_penalty", pa.float64()),
         pa.field("reward", pa.float64()),
+        pa.field("question_key", pa.string()),
         pa.field("keep", pa.bool_()),
         pa.field("drop_reason", pa.string()),
     ]
 )
-"""questions.parquet (kept rows) and dropped.parquet (the rest) share this schema."""
+"""The ``questions/`` (kept rows) and ``dropped/`` (the rest) datasets share this schema."""
 
 DROP_REASONS: tuple[str, ...] = (
     "engine_error", "unparsed", "no_silver", "too_hard", "too_easy", "duplicate", "per_image_cap",

@@ -1,35 +1,45 @@
-"""One question-generation pass as a single streaming Ray Data pipeline, and the files it writes.
+"""One question-generation pass: a streaming Ray Data pipeline over shards of the corpus, then the
+corpus-wide steps over what it wrote.
 
-    images ──▶ QuestionerPrompts ──▶ Engine(questioner, n=k) ──▶ ExplodeQuestions ──▶ ReasonerPrompts
-           ──▶ Engine(reasoner, n=m) ──▶ ScoreQuestions ──▶ (driver) corpus dedup + per-image cap ──▶ parquet
+    plan (list, number, shard; plan.parquet) ──▶ decode ──▶ SplitDecoded ──▶ QuestionerPrompts
+        ──▶ Engine(questioner, n=k) ──▶ ExplodeQuestions ──▶ ReasonerPrompts ──▶ Engine(reasoner, n=m)
+        ──▶ ScoreQuestions ──▶ WriteScored (part files per shard)      [step 1: streams, resumes by shard]
+    finished shards' parts ──▶ dedup (groupby question) ──▶ cap (groupby image) ──▶ questions/, dropped/,
+        rejects/, duplicates/ (Ray Data write_parquet), summary.json              [step 2: resumes as a whole]
 
-The two engine stages are actor pools (or tasks forwarding to warm rollout engines); Ray Data streams
-blocks between them, so the reasoner starts on the first questions while the questioner is still working.
-Every other step is a light Ray task. Only the final, image-free scored rows are
-collected on the driver, for the corpus-wide dedup that needs to see every question once.
+The two engine stages are autoscaling actor pools (or tasks forwarding to warm rollout engines); Ray Data
+streams blocks between every stage, so the reasoner starts on the first questions while the questioner is
+still working, and the first shards are on disk while later images are still unread. Rejected files and
+duplicate copies of an image are written as parts by :class:`~visplay.generation.shards.SplitDecoded`; the
+driver sees only one small row per part written (see :mod:`visplay.generation.shards` for the layout).
 
-Outputs in ``out_dir``: ``questions.parquet`` (kept), ``dropped.parquet`` (every other question, with
-``drop_reason``), ``rejects.parquet`` (unusable image files), ``images.parquet`` (the images of kept
-questions, by ``image_id``, for Reasoner training), ``summary.json`` (counts that add up).
+Outputs in ``out_dir`` (parquet dataset folders, read them with ``pyarrow.dataset`` or
+``ray.data.read_parquet``): ``questions/`` (kept), ``dropped/`` (every other question, with
+``drop_reason``), ``rejects/`` (unusable items), ``duplicates/`` (copies of an image under another
+source), ``summary.json`` (counts that add up). Questions name their image by ``source`` and ``image_id``
+(sha256 of its bytes): the Reasoner phase reads the images it needs from the corpus itself
+(:func:`visplay.data.images.load_image`) rather than from a second copy of every kept image.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
 from visplay.config import Config
-from visplay.data.images import ImageRead, read_images, write_rejects
+from visplay.data.images import decode_plan
+from visplay.data.plan import CorpusPlan, plan_corpus
+from visplay.data.schemas import REJECT_REASONS
 from visplay.engine.stage import EngineStage, RolloutEngineStage, engine_map_kwargs
-from visplay.generation.dedup import dedup_and_cap
+from visplay.generation.finalize import finalize
+from visplay.generation.shards import RemoteImageClaims, ShardLedger, SplitDecoded, WriteScored
 from visplay.generation.stages import ExplodeQuestions, QuestionerPrompts, ReasonerPrompts, ScoreQuestions
 
 log = logging.getLogger(__name__)
@@ -59,12 +69,15 @@ class Checkpoint:
 
 @dataclass
 class GenerationSummary:
-    """Counts of one pass; ``images_offered == images_read + rejected`` and ``questions == kept + dropped``."""
+    """Counts of one pass: ``images_offered == images_read + rejected``, ``images_read == images_generated +
+    duplicate_image`` and ``questions == kept + dropped`` (checked before it is written)."""
 
     images_offered: int
     images_read: int
     rejected: int
     rejects_by_reason: dict[str, int]
+    duplicate_image: int
+    """Images whose bytes another item of the pass already offered: not generated again (``duplicates/``)."""
     questions: int
     kept: int
     dropped: int
@@ -74,7 +87,66 @@ class GenerationSummary:
     questioner_tokens_per_s: float
     reasoner_tokens_per_s: float
     wall_seconds: float
+    shards: int = 0
+    """Shards of the plan."""
+    shards_run: int = 0
+    """Shards this call ran (the rest were finished by an earlier, interrupted run)."""
+    first_shard_seconds: float | None = None
+    """Seconds from the start of this call until its first shard was marked finished."""
     files: dict[str, str] = field(default_factory=dict)
+    """Output dataset folders by table (``summary.json`` holds them relative to the pass directory)."""
+
+    @property
+    def images_generated(self) -> int:
+        return self.images_read - self.duplicate_image
+
+    @classmethod
+    def from_counts(cls, counts: dict, plan: CorpusPlan, wall_seconds: float, tables: dict[str, str],
+                    **extra) -> GenerationSummary:  # fmt: skip
+        """The summary from the summed partial counts of :func:`~visplay.generation.finalize.finalize`."""
+        rejects = {r: counts.get(f"rejects_{r}", 0) for r in REJECT_REASONS if counts.get(f"rejects_{r}", 0)}
+        questions, q_s, r_s = (
+            counts.get("questions", 0),
+            counts.get("questioner_seconds", 0),
+            counts.get("reasoner_seconds", 0),
+        )
+        return cls(
+            images_offered=plan.offered,
+            images_read=counts.get("images_generated", 0) + counts.get("duplicate_image", 0),
+            rejected=sum(rejects.values()),
+            rejects_by_reason=rejects,
+            duplicate_image=counts.get("duplicate_image", 0),
+            questions=questions,
+            kept=counts.get("kept", 0),
+            dropped=questions - counts.get("kept", 0),
+            drops_by_reason={k[len("drops_") :]: v for k, v in counts.items() if k.startswith("drops_")},
+            parse_rate=counts.get("parsed", 0) / max(questions, 1),
+            p_histogram=[counts.get(f"p_hist_{i}", 0) for i in range(10)],
+            questioner_tokens_per_s=counts.get("questioner_tokens", 0) / q_s if q_s else 0.0,
+            reasoner_tokens_per_s=counts.get("reasoner_tokens", 0) / r_s if r_s else 0.0,
+            wall_seconds=wall_seconds,
+            files=tables,
+            **extra,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict, out_dir: Path) -> GenerationSummary:
+        """A summary read back from ``summary.json`` (file paths made absolute under ``out_dir``)."""
+        summary = cls(**data)
+        summary.shards_run, summary.first_shard_seconds = 0, None  # nothing was run by this call
+        summary.files = {k: str(out_dir / v) for k, v in summary.files.items()}
+        return summary
+
+    def check(self) -> None:
+        """Raise unless the counts add up (an image or a question lost on the way is a bug to report)."""
+        if self.images_offered != self.images_read + self.rejected:
+            raise RuntimeError(
+                f"offered {self.images_offered} != read {self.images_read} + rejected {self.rejected}"
+            )
+        if self.questions != self.kept + self.dropped or self.dropped != sum(self.drops_by_reason.values()):
+            raise RuntimeError(
+                f"questions {self.questions} != kept {self.kept} + dropped {self.drops_by_reason}"
+            )
 
     def metrics(self) -> dict[str, float]:
         """Flat MLflow metrics: numeric fields, reject/drop counts by reason, the p histogram bins."""
@@ -138,117 +210,117 @@ def engine_stage(
     return ds.map_batches(EngineStage, fn_constructor_kwargs=stage_args, **engine_map_kwargs(engine))
 
 
+def pass_fingerprint(cfg: Config, questioner: Checkpoint, reasoner: Checkpoint) -> tuple[str, dict]:
+    """The settings a pass's rows depend on, and their hash: a pass directory holds one fingerprint only."""
+    settings = {
+        "corpus": cfg.corpus.model_dump(mode="json", exclude={"synthetic_n", "synthetic_seed"}),
+        "generation": cfg.generation.model_dump(mode="json", exclude={"reuse_rollout_engines"}),
+        "rewards": cfg.rewards.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "questioner": questioner.version,
+        "reasoner": reasoner.version,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16], settings
+
+
+def load_or_make_plan(cfg: Config, out_dir: Path, fingerprint: str, settings: dict) -> CorpusPlan:
+    """The pass's saved plan (a resumed pass), or a new one saved before anything is read."""
+    plan_json, plan_parquet = out_dir / "plan.json", out_dir / "plan.parquet"
+    if plan_json.is_file() and plan_parquet.is_file():
+        saved = json.loads(plan_json.read_text())
+        if saved["fingerprint"] != fingerprint:
+            changed = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
+            raise RuntimeError(
+                f"{out_dir} holds a pass made with other settings ({', '.join(changed)} differ); "
+                "use another run name or remove that folder"
+            )
+        return CorpusPlan(saved["kind"], pq.read_table(plan_parquet), saved["offered"], saved["column"],
+                          tuple(saved["ignored"]))  # fmt: skip
+    corpus = cfg.corpus
+    plan = plan_corpus(
+        corpus.path, parquet_image_column=corpus.parquet_image_column, limit=corpus.limit,
+        shard_size=cfg.generation.shard_size,
+    )  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(plan.items, plan_parquet)
+    record = {"fingerprint": fingerprint, "settings": settings, "kind": plan.kind, "offered": plan.offered,
+              "column": plan.column, "ignored": list(plan.ignored), "shards": len(plan.shards)}  # fmt: skip
+    tmp = plan_json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(plan_json)
+    return plan
+
+
 def run_generation(
     cfg: Config, out_dir: str | Path, questioner: Checkpoint, reasoner: Checkpoint
 ) -> GenerationSummary:
-    """Run one pass over ``cfg.corpus`` and write its tables and summary to `out_dir`."""
+    """Run one pass over ``cfg.corpus`` into ``out_dir``, resuming from its finished shards and steps.
+
+    Step 1 streams the unfinished shards through the pipeline; workers write the scored rows, rejects and
+    duplicate copies as per-shard part files, and the driver marks a shard when all its items are on disk.
+    Step 2 (:func:`visplay.generation.finalize.finalize`) decides dedup and cap corpus-wide and writes the
+    final tables. Only shard ids, part paths and counts reach the driver.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # same seed -> same rows
-    read = read_images(  # decoded once and held in the object store; everything after streams
-        cfg.corpus.path,
-        max_pixels=cfg.corpus.max_pixels,
-        max_file_bytes=cfg.corpus.max_file_bytes,
-        parquet_image_column=cfg.corpus.parquet_image_column,
-        limit=cfg.corpus.limit,
-    )
-    scored = build_scored_dataset(read.images, cfg, questioner, reasoner)
-    table = pa.concat_tables(ray.get(scored.to_arrow_refs()))
-    _check_every_image_arrived(read, table)
-    rows = table.to_pylist()
-    reasons = dedup_and_cap(rows, cfg.generation.max_questions_per_image, cfg.generation.dedup_scope)
-    table = table.set_column(
-        table.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reasons, pa.string())
-    )
-    table = table.set_column(
-        table.schema.get_field_index("keep"), "keep", pa.array([r == "" for r in reasons])
-    )
-    kept = table.filter(pa.compute.field("keep"))
-    dropped = table.filter(~pa.compute.field("keep"))
-    files = {
-        "questions": str(out_dir / "questions.parquet"),
-        "dropped": str(out_dir / "dropped.parquet"),
-        "rejects": str(out_dir / "rejects.parquet"),
-        "images": str(out_dir / "images.parquet"),
-    }
-    pq.write_table(kept, files["questions"])
-    _write_kept_images(read, set(kept["image_id"].to_pylist()), files["images"])
-    pq.write_table(dropped, files["dropped"])
-    write_rejects(read.rejects, files["rejects"])
-    summary = summarise(table, read, time.perf_counter() - started, files)
-    (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
-    log.info(
-        "generation: %d images read, %d rejected %s; %d questions -> %d kept, drops %s",
-        summary.images_read, summary.rejected, summary.rejects_by_reason, summary.questions, summary.kept,
-        summary.drops_by_reason,
-    )  # fmt: skip
-    return summary
+    fingerprint, settings = pass_fingerprint(cfg, questioner, reasoner)
+    if (out_dir / "summary.json").is_file() and (out_dir / "final.json").is_file():
+        final = json.loads((out_dir / "final.json").read_text())
+        if final["fingerprint"] == fingerprint:
+            return GenerationSummary.from_dict(json.loads((out_dir / "summary.json").read_text()), out_dir)
+    plan = load_or_make_plan(cfg, out_dir, fingerprint, settings)
+    ledger = ShardLedger(out_dir, plan.shard_sizes(), fingerprint)
+    finished = ledger.finished()
+    todo = [s for s in plan.shards if s not in finished]
+    log.info("generation: %d shards planned, %d finished earlier, %d to run", len(plan.shards),
+             len(finished), len(todo))  # fmt: skip
 
-
-def summarise(
-    table: pa.Table, read: ImageRead, wall_seconds: float, files: dict[str, str]
-) -> GenerationSummary:
-    """Counts, parse rate, p histogram (10 bins over [0, 1]) and tokens/s per engine stage."""
-    rows = table.select(
-        [
-            "image_id",
-            "parse_ok",
-            "p",
-            "keep",
-            "drop_reason",
-            "questioner_tokens",
-            "questioner_seconds",
-            "reasoner_tokens",
-            "reasoner_seconds",
-        ]
-    ).to_pylist()
-    histogram = [0] * 10
-    for r in rows:
-        if r["parse_ok"]:
-            histogram[min(int(r["p"] * 10), 9)] += 1
-    q_seconds = sum(r["questioner_seconds"] for r in rows)
-    r_seconds = sum(r["reasoner_seconds"] for r in rows)
-    return GenerationSummary(
-        images_offered=read.offered,
-        images_read=read.n_images,
-        rejected=sum(read.reject_counts.values()),
-        rejects_by_reason={k: v for k, v in read.reject_counts.items() if v},
-        questions=len(rows),
-        kept=sum(r["keep"] for r in rows),
-        dropped=sum(not r["keep"] for r in rows),
-        drops_by_reason=dict(Counter(r["drop_reason"] for r in rows if not r["keep"])),
-        parse_rate=sum(r["parse_ok"] for r in rows) / max(len(rows), 1),
-        p_histogram=histogram,
-        questioner_tokens_per_s=sum(r["questioner_tokens"] for r in rows) / q_seconds if q_seconds else 0.0,
-        reasoner_tokens_per_s=sum(r["reasoner_tokens"] for r in rows) / r_seconds if r_seconds else 0.0,
-        wall_seconds=wall_seconds,
-        files=files,
-    )
-
-
-def _check_every_image_arrived(read: ImageRead, table: pa.Table) -> None:
-    """Every read image yields at least one question row (even on engine errors); anything else is a bug."""
-    read_ids = pa.concat_tables(ray.get(read.images.select_columns(["image_id"]).to_arrow_refs()))["image_id"]
-    missing = set(read_ids.to_pylist()) - set(table["image_id"].to_pylist())
-    if missing:
-        raise RuntimeError(
-            f"{len(missing)} images were read but never reached the end of the pipeline: {sorted(missing)[:5]}"
+    # --- step 1: the streaming pass over the unfinished shards ------------------------------------------
+    first_shard_seconds = None
+    if todo:
+        for shard in todo:
+            ledger.clear(shard)
+        claims = RemoteImageClaims.remote(
+            str(out_dir), [f for m in finished.values() for f in m["files"]["scored"]]
         )
+        ray.data.DataContext.get_current().execution_options.preserve_order = True  # shards in plan order
+        decoded = decode_plan(
+            plan.only(set(todo)), max_pixels=cfg.corpus.max_pixels, max_file_bytes=cfg.corpus.max_file_bytes,
+            batch_size=cfg.generation.decode_batch_size,
+        )  # fmt: skip
+        images = decoded.map_batches(SplitDecoded(str(out_dir), claims), **_LIGHT)
+        scored = build_scored_dataset(images, cfg, questioner, reasoner)
+        written = scored.map_batches(WriteScored(str(out_dir)), **_LIGHT)
+        waiting = set(todo)
+        for batch in written.iter_batches(batch_format="pyarrow", batch_size=None):
+            for shard in sorted(set(batch["shard"].to_pylist()) & waiting):
+                if ledger.try_finish(shard) is not None:
+                    waiting.discard(shard)
+                    first_shard_seconds = first_shard_seconds or time.perf_counter() - started
+        for shard in sorted(waiting):  # shards of rejects only, or whose last item was not a question
+            if ledger.try_finish(shard) is None:
+                raise RuntimeError(
+                    f"shard {shard} of {out_dir}: its items did not all reach a part file after the pass "
+                    "(an image lost in the pipeline); rerun to redo that shard"
+                )
+            first_shard_seconds = first_shard_seconds or time.perf_counter() - started
+        ray.kill(claims)
 
-
-def _write_kept_images(read: ImageRead, image_ids: set[str], path: str) -> None:
-    """The images that kept questions refer to (one row per image id), so a question set is self-contained."""
-    tables = ray.get(read.images.select_columns(["image_id", "image"]).to_arrow_refs())
-    table = (
-        pa.concat_tables(tables)
-        if tables
-        else pa.table({"image_id": pa.array([], pa.string()), "image": pa.array([], pa.binary())})
-    )
-    rows, seen = [], set()
-    for row in table.to_pylist():
-        if row["image_id"] in image_ids and row["image_id"] not in seen:
-            seen.add(row["image_id"])
-            rows.append(row)
-    schema = pa.schema([("image_id", pa.string()), ("image", pa.binary())])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    # --- step 2: corpus-wide dedup and cap, final tables -------------------------------------------------
+    markers = ledger.finished()
+    result = finalize(out_dir, markers, cfg.generation.max_questions_per_image, cfg.generation.dedup_scope)
+    counts = result["counts"]
+    summary = GenerationSummary.from_counts(
+        counts, plan, time.perf_counter() - started, result["tables"], shards=len(plan.shards),
+        shards_run=len(todo), first_shard_seconds=first_shard_seconds,
+    )  # fmt: skip
+    summary.check()
+    (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    (out_dir / "final.json").write_text(json.dumps({"fingerprint": fingerprint, "tables": result["tables"]}))
+    log.info(
+        "generation: %d images read, %d rejected %s, %d duplicate images; %d questions -> %d kept, drops %s",
+        summary.images_read, summary.rejected, summary.rejects_by_reason, summary.duplicate_image,
+        summary.questions, summary.kept, summary.drops_by_reason,
+    )  # fmt: skip
+    summary.files = {k: str(out_dir / v) for k, v in summary.files.items()}
+    return summary

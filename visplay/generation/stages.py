@@ -20,6 +20,7 @@ import pyarrow as pa
 from visplay import prompts
 from visplay.config import GenerationConfig, RewardConfig
 from visplay.data.schemas import QUESTIONS_SCHEMA, SCORED_SCHEMA
+from visplay.generation.dedup import question_hash
 from visplay.rewards import (
     bleu_cluster_penalty,
     extract_boxed,
@@ -59,7 +60,7 @@ class ExplodeQuestions:
     """One row per image x questioner sample: parse the raw text into type, question and proposed answer."""
 
     columns = (
-        "image_id", "source", "image", "row_seed", "q_completions", "q_completion_token_ids",
+        "image_id", "source", "item", "shard", "image", "row_seed", "q_completions", "q_completion_token_ids",
         "q_sampling", "q_engine_ckpt", "q_engine_error", "q_engine_seconds",
     )  # fmt: skip
 
@@ -78,6 +79,8 @@ class ExplodeQuestions:
                 )
                 out["image_id"].append(row["image_id"])
                 out["source"].append(row["source"])
+                out["item"].append(row["item"])
+                out["shard"].append(row["shard"])
                 out["image"].append(row["image"])
                 out["questioner_ckpt"].append(row["q_engine_ckpt"])
                 out["questioner_seed"].append(row["row_seed"])
@@ -172,6 +175,7 @@ class ScoreQuestions:
                     "uncertainty": reward.uncertainty,
                     "diversity_penalty": reward.diversity_penalty,
                     "reward": reward.total,
+                    "question_key": question_hash(row["question"]) if row["parse_ok"] else "",
                     "keep": drop == "",
                     "drop_reason": drop,
                 }

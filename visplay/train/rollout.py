@@ -322,26 +322,20 @@ def start_rollout_actors(
 
 
 def load_checkpoint_into(actors: Sequence[ActorHandle], checkpoint: str | Path, version: str) -> bool:
-    """Make every actor hold ``checkpoint``'s weights under ``version``; push only where they differ.
+    """Make every actor hold ``checkpoint``'s weights under ``version``; load only where they differ.
 
-    Reads the checkpoint's ``*.safetensors`` once and pushes through the object store (no engine restart).
-    Returns True when something was pushed. Raises FileNotFoundError naming the checkpoint without weights.
+    Each engine reads the checkpoint's files itself (:meth:`RolloutActor.reload_from_checkpoint`): nothing
+    passes through the driver, whose memory stays flat at any model size (a 7B checkpoint is 15 GB).
+    Returns True when something was loaded. Raises FileNotFoundError naming the checkpoint without weights.
     """
-    from safetensors.torch import load_file
-
     stale = [
         a for a, v in zip(actors, ray.get([a.version.remote() for a in actors]), strict=True) if v != version
     ]
     if not stale:
         return False
-    files = sorted(Path(checkpoint).glob("*.safetensors"))
-    if not files:
+    if not any(Path(checkpoint).glob("*.safetensors")):
         raise FileNotFoundError(f"no *.safetensors weights in checkpoint {checkpoint}")
-    state: dict = {}
-    for file in files:
-        state.update(load_file(str(file)))
-    ref = ray.put(state)
-    ray.get([a.push_weights.remote([ref], version) for a in stale])
+    ray.get([a.reload_from_checkpoint.remote(str(checkpoint), version) for a in stale])
     log.info("loaded %s (%s) into %d rollout actor(s)", checkpoint, version[:12], len(stale))
     return True
 

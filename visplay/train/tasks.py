@@ -4,7 +4,8 @@
   VisPlay questioner reward, with the *frozen* Reasoner (its own rollout actor) answering each parsed
   question m times: uncertainty(p) minus the BLEU-cluster diversity penalty over the step's questions,
   ``invalid_penalty`` when unparseable. One implementation with the generation plane (visplay.rewards).
-* :class:`ReasonerTask`: prompts are the kept questions of a generation pass (with their images); a
+* :class:`ReasonerTask`: prompts are the kept questions of a generation pass (their images read from the
+  corpus by source); a
   rollout is a step-by-step answer; its reward is accuracy against the silver label plus a format term.
 
 Both choose a step's prompts from a seeded permutation of their data, so step s always sees the same
@@ -16,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from visplay import prompts
 from visplay.config import RewardConfig, SamplingConfig
+from visplay.data.images import load_image
+from visplay.generation.outputs import count_rows, take_rows
 from visplay.rewards import (
     bleu_cluster_penalty,
     extract_boxed,
@@ -65,18 +67,18 @@ class QuestionerTask:
 
     @staticmethod
     def load_images(corpus, limit: int) -> list[bytes]:
-        """Up to `limit` image byte strings of a corpus (a CorpusConfig), in image-id order; rejects logged."""
+        """The first `limit` usable images of a corpus (a CorpusConfig) in plan order, by a bounded streaming
+        read: Ray Data stops reading once `limit` images have been decoded, whatever the corpus size."""
         import ray
 
-        from visplay.data.images import read_images
+        from visplay.data.images import decode_plan, images_of
+        from visplay.data.plan import plan_corpus
 
-        read = read_images(
-            corpus.path, max_pixels=corpus.max_pixels, max_file_bytes=corpus.max_file_bytes,
-            parquet_image_column=corpus.parquet_image_column, limit=corpus.limit,
-        )  # fmt: skip
-        tables = ray.get(read.images.select_columns(["image_id", "image"]).to_arrow_refs())
-        rows = sorted((r for t in tables for r in t.to_pylist()), key=lambda r: r["image_id"])
-        return [r["image"] for r in rows[:limit]]
+        plan = plan_corpus(corpus.path, parquet_image_column=corpus.parquet_image_column, limit=corpus.limit)
+        ray.data.DataContext.get_current().execution_options.preserve_order = True  # the first `limit` in plan order, every run
+        decoded = decode_plan(plan, max_pixels=corpus.max_pixels, max_file_bytes=corpus.max_file_bytes)
+        images = decoded.map_batches(images_of, batch_format="pyarrow").select_columns(["image"])
+        return [row["image"] for row in images.limit(limit).take_all()]
 
     def requests(self, step: int, per_step: int) -> list[RolloutRequest]:
         prompt = prompts.render_prompt(prompts.questioner_messages())
@@ -139,47 +141,42 @@ class QuestionerTask:
 
 @dataclass
 class ReasonerTask:
-    """Reasoner GRPO on a generation pass's kept questions, rewarded against their silver labels."""
+    """Reasoner GRPO on a generation pass's kept questions, rewarded against their silver labels.
 
-    questions: list[str]
-    silver: list[str]
-    images: list[bytes]
+    Holds only where the questions are: each step reads its own rows from the ``questions/`` table and their
+    images from the corpus (by ``source``, checked against ``image_id``), so no worker holds the whole set.
+    """
+
+    questions_dir: str
     rewards: RewardConfig
     seed: int
+    image_column: str = "image"
+    """Parquet corpora: the column of image bytes (``corpus.parquet_image_column``)."""
+    n_questions: int = 0
+    """Rows of the table (read from its footers when 0)."""
 
-    @classmethod
-    def from_generation(
-        cls, questions_parquet: str, images_parquet: str, rewards: RewardConfig, seed: int
-    ) -> ReasonerTask:
-        """Load kept questions and their images (joined by image id) as written by the generation plane."""
-        kept = pq.read_table(questions_parquet, columns=["image_id", "question", "silver"]).to_pylist()
-        image_of = {
-            r["image_id"]: r["image"]
-            for r in pq.read_table(images_parquet, columns=["image_id", "image"]).to_pylist()
-        }
-        missing = {r["image_id"] for r in kept} - image_of.keys()
-        if missing:
-            raise ValueError(f"{images_parquet} lacks {len(missing)} images of {questions_parquet}")
-        return cls(
-            questions=[r["question"] for r in kept],
-            silver=[r["silver"] for r in kept],
-            images=[image_of[r["image_id"]] for r in kept],
-            rewards=rewards,
-            seed=seed,
-        )
+    _COLUMNS = ["question", "silver", "source", "image_id"]
+
+    def __post_init__(self) -> None:
+        if not self.n_questions:
+            self.n_questions = count_rows(self.questions_dir)
+
+    def _rows(self, step: int, per_step: int) -> list[dict]:
+        positions = step_indices(self.n_questions, per_step, step, self.seed)
+        return take_rows(self.questions_dir, positions, self._COLUMNS)
 
     def requests(self, step: int, per_step: int) -> list[RolloutRequest]:
         return [
             RolloutRequest(
-                prompt=prompts.render_prompt(prompts.reasoner_messages(self.questions[i])),
-                image=self.images[i],
+                prompt=prompts.render_prompt(prompts.reasoner_messages(row["question"])),
+                image=load_image(row["source"], row["image_id"], self.image_column),
                 seed=derive_seed(self.seed, "r", step, j),
             )
-            for j, i in enumerate(step_indices(len(self.questions), per_step, step, self.seed))
+            for j, row in enumerate(self._rows(step, per_step))
         ]
 
     def silver_for(self, step: int, per_step: int) -> list[str]:
-        return [self.silver[i] for i in step_indices(len(self.questions), per_step, step, self.seed)]
+        return [row["silver"] for row in self._rows(step, per_step)]
 
     def score(self, step: int, requests: list[RolloutRequest], rollouts: list[Rollout]) -> StepScore:
         per_step = len(requests)

@@ -97,10 +97,12 @@ def train_phase(
                 ray.kill(actor)
     if not (final / "config.json").is_file():
         return None
-    if mlflow_run_id is not None:  # the phase's checkpoint is an artifact of its run
+    if mlflow_run_id is not None:  # the run records where the checkpoint is (15 GB at 7B: not copied)
         import mlflow
 
-        mlflow.MlflowClient(tracking_uri=mlflow_uri).log_artifacts(mlflow_run_id, str(final), "checkpoint")
+        client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+        client.set_tag(mlflow_run_id, "location.checkpoint", str(final.resolve()))
+        client.log_artifact(mlflow_run_id, str(final / "config.json"), "checkpoint")
     return PhaseResult(
         str(final), model_version(final), grpo.steps, read_step_metrics(out_dir / METRICS_FILE)
     )

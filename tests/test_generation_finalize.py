@@ -1,0 +1,77 @@
+"""Step 2 of a generation pass on real Ray Data: the distributed dedup and cap equal the in-memory rule,
+and the shard ledger marks a shard only when every planned item is on disk."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from visplay.data.schemas import SCORED_SCHEMA
+from visplay.generation.dedup import dedup_and_cap, question_hash
+from visplay.generation.finalize import ORDER, corpus_dedup
+from visplay.generation.shards import ShardLedger, write_part
+
+
+def _random_rows(n: int, seed: int) -> list[dict]:
+    """Scored rows with many repeats: 5 question texts (with case/punctuation variants), 6 images, rewards
+    from 3 values (ties for the cap), a third not kept. In (item, sample_index) order."""
+    rng = random.Random(seed)
+    texts = ["How many?", "how many", "What colour?", "Which bar?", "Is it red?", "What shape is it"]
+    rows = []
+    for i in range(n):
+        item, sample = divmod(i, 3)
+        question = rng.choice(texts)
+        keep = rng.random() < 0.67
+        row = dict.fromkeys(SCORED_SCHEMA.names)
+        row |= {
+            "question_id": f"q{i}", "image_id": f"img{rng.randrange(6)}", "source": "s", "item": item,
+            "shard": 0, "sample_index": sample, "parse_ok": True, "question": question,
+            "question_key": question_hash(question), "reward": rng.choice([0.0, 0.5, 1.0]), "keep": keep,
+            "drop_reason": "" if keep else "too_easy", "answers": [], "extracted": [],
+        }  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scope", ["corpus", "image"])
+def test_distributed_dedup_and_cap_equal_the_in_memory_rule(ray_local, scope):
+    rows = _random_rows(300, seed=1 if scope == "corpus" else 2)
+    expected = dedup_and_cap(rows, max_per_image=2, scope=scope)
+    table = pa.Table.from_pylist(rows, schema=SCORED_SCHEMA)
+    blocks = [table.slice(i, 37) for i in range(0, table.num_rows, 37)]  # several blocks, as parts are
+    out = corpus_dedup(ray_local.data.from_arrow(blocks), max_per_image=2, scope=scope).sort(ORDER)
+    got = [(r["question_id"], r["drop_reason"], r["keep"]) for r in out.take_all()]
+    assert got == [(r["question_id"], reason, reason == "") for r, reason in zip(rows, expected, strict=True)]
+    assert {"duplicate", "per_image_cap"} <= set(expected)  # both rules really fired
+
+
+def test_ledger_marks_a_shard_only_when_every_item_is_in_a_part(tmp_path):
+    ledger = ShardLedger(tmp_path, {0: 3, 1: 2}, fingerprint="f")
+    rejects = pa.table({"source": ["a"], "item": pa.array([0], pa.int64()), "shard": pa.array([0], pa.int32()),
+                        "reason": ["empty"], "detail": ["zero bytes"]})  # fmt: skip
+    write_part(rejects, tmp_path, "rejects", 0)
+    scored = pa.Table.from_pylist(
+        [dict.fromkeys(SCORED_SCHEMA.names) | {"item": 1, "shard": 0, "question_id": "x"}],
+        schema=SCORED_SCHEMA,
+    )
+    path = write_part(scored, tmp_path, "scored", 0)
+    assert ledger.try_finish(0) is None  # item 2 is missing
+    assert write_part(scored, tmp_path, "scored", 0) == path  # the same rows again: the same file
+    two = pa.Table.from_pylist(
+        [dict.fromkeys(SCORED_SCHEMA.names) | {"item": 2, "shard": 0, "question_id": q} for q in "yz"],
+        schema=SCORED_SCHEMA,
+    )
+    write_part(two, tmp_path, "scored", 0)
+    marker = ledger.try_finish(0)
+    assert marker is not None and marker["items"] == 3
+    assert marker["counts"]["scored"] == 3 and marker["counts"]["scored_items"] == 2
+    assert all(not f.startswith("/") for files in marker["files"].values() for f in files)  # relative
+    assert ledger.finished() == {0: marker}
+    assert len(pq.read_table(tmp_path / marker["files"]["scored"][0])) in (1, 2)
+    ledger.clear(1)  # nothing there: clearing is harmless
+    with pytest.raises(RuntimeError, match="other settings"):
+        ShardLedger(tmp_path, {0: 3}, fingerprint="g").marker(0)

@@ -1,0 +1,160 @@
+"""Step 2 of a generation pass: the corpus-wide decisions over the finished shards, and the final tables.
+
+Runs as Ray Data over the part files of step 1 (no row passes through the driver):
+
+    scored parts ─▶ keep? ─yes─▶ groupby(question_key): first (item, sample) wins, others ``duplicate``
+                        │      ─▶ groupby(image_id): the cap ranks by reward, then order ─▶ ``per_image_cap``
+                        └─no──────────────────────────────────────────────────────────────────┐
+                                                          union, sort by (item, sample_index) ◀┘
+                                                          ─▶ write_parquet questions/ (kept), dropped/
+
+Shuffles run as Ray tasks (sort-based, pull), not the hash shuffle's aggregator actors: on the embedded
+default those actors cost about 20 s to start per groupby, the tasks a few seconds. ``questions/`` and
+``dropped/`` are sorted by (item, sample_index); ``rejects/`` and ``duplicates/`` are in no set order.
+Same semantics as :func:`visplay.generation.dedup.dedup_and_cap` over the rows in (item, sample_index)
+order (tested equal). The counts of ``summary.json`` are per-block partial counts summed on the driver
+(one small row per block).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+from ray.data.context import ShuffleStrategy
+
+from visplay.data.schemas import DUPLICATES_SCHEMA, REJECT_REASONS, REJECTS_SCHEMA, SCORED_SCHEMA
+
+ORDER = ["item", "sample_index"]
+"""The stable order key of question rows: the plan's item, then the questioner sample."""
+
+
+def corpus_dedup(scored: ray.data.Dataset, max_per_image: int, scope: str) -> ray.data.Dataset:
+    """Scored rows -> the same rows with ``duplicate`` / ``per_image_cap`` drops decided corpus-wide."""
+    if scope not in ("corpus", "image"):
+        raise ValueError(f"dedup scope must be 'corpus' or 'image', got {scope!r}")
+    kept = scored.map_batches(_kept, batch_format="pyarrow", fn_kwargs={"keep": True})
+    rest = scored.map_batches(_kept, batch_format="pyarrow", fn_kwargs={"keep": False})
+    # Keys are columns written in step 1: Ray Data passes an empty block through map_batches without calling
+    # the function, so a key column added here would be missing from empty blocks at the shuffle.
+    key = ["question_key"] if scope == "corpus" else ["image_id", "question_key"]
+    deduped = kept.groupby(key).map_groups(_first_wins, batch_format="pyarrow")
+    capped = deduped.groupby("image_id").map_groups(
+        _cap, batch_format="pyarrow", fn_kwargs={"max_per_image": max_per_image}
+    )
+    return capped.union(rest)
+
+
+def write_table(ds: ray.data.Dataset, folder: Path, schema: pa.Schema) -> str:
+    """Write ``ds`` as a parquet dataset folder with Ray Data (an empty folder gets one empty file with the
+    schema, so every reader finds the columns). Returns the folder name."""
+    ds.write_parquet(str(folder))
+    if not any(folder.glob("*.parquet")):
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), folder / "empty.parquet")
+    return folder.name
+
+
+def read_parts(out_dir: Path, paths: list[str], schema: pa.Schema) -> ray.data.Dataset:
+    """The part files of step 1 as one dataset (an empty dataset with ``schema`` when there are none)."""
+    if not paths:
+        return ray.data.from_arrow(schema.empty_table())
+    return ray.data.read_parquet([str(out_dir / p) for p in paths], schema=schema)
+
+
+def finalize(out_dir: Path, markers: dict[int, dict], max_per_image: int, scope: str) -> dict:
+    """Dedup and cap over every finished shard, write ``questions/``, ``dropped/``, ``rejects/``,
+    ``duplicates/``; returns the counts for the summary (all from partial counts per block)."""
+    files = {kind: [f for m in markers.values() for f in m["files"][kind]] for kind in ("scored", "rejects",
+                                                                                         "duplicates")}  # fmt: skip
+    ray.data.DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    scored = read_parts(out_dir, files["scored"], SCORED_SCHEMA)
+    final = corpus_dedup(scored, max_per_image, scope).sort(ORDER).materialize()
+    tables = {
+        "questions": write_table(
+            final.map_batches(_kept, batch_format="pyarrow", fn_kwargs={"keep": True}),
+            out_dir / "questions", SCORED_SCHEMA,
+        ),
+        "dropped": write_table(
+            final.map_batches(_kept, batch_format="pyarrow", fn_kwargs={"keep": False}),
+            out_dir / "dropped", SCORED_SCHEMA,
+        ),
+        "rejects": write_table(
+            read_parts(out_dir, files["rejects"], REJECTS_SCHEMA), out_dir / "rejects", REJECTS_SCHEMA,
+        ),
+        "duplicates": write_table(
+            read_parts(out_dir, files["duplicates"], DUPLICATES_SCHEMA), out_dir / "duplicates",
+            DUPLICATES_SCHEMA,
+        ),
+    }  # fmt: skip
+    counts: Counter = Counter()
+    for row in final.map_batches(_partial_counts, batch_format="pyarrow", batch_size=None).iter_rows():
+        counts.update(json.loads(row["counts"]))
+    rejects = read_parts(out_dir, files["rejects"], REJECTS_SCHEMA)
+    for row in rejects.map_batches(_reject_counts, batch_format="pyarrow", batch_size=None).iter_rows():
+        counts.update(json.loads(row["counts"]))
+    counts["duplicate_image"] = sum(m["counts"]["duplicates"] for m in markers.values())
+    counts["images_generated"] = sum(m["counts"]["scored_items"] for m in markers.values())
+    return {"tables": tables, "counts": dict(counts)}
+
+
+def _kept(batch: pa.Table, keep: bool) -> pa.Table:
+    """The rows whose ``keep`` equals ``keep``."""
+    mask = batch["keep"] if keep else pc.invert(batch["keep"])
+    return batch.filter(mask)
+
+
+def _first_wins(group: pa.Table) -> pa.Table:
+    """One normalised question: the first row in (item, sample_index) order keeps it, the rest ``duplicate``."""
+    group = group.sort_by([(c, "ascending") for c in ORDER])
+    n = group.num_rows
+    group = group.set_column(
+        group.schema.get_field_index("keep"), "keep", pa.array([True] + [False] * (n - 1))
+    )
+    reasons = [""] + ["duplicate"] * (n - 1)
+    return group.set_column(group.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reasons))
+
+
+def _cap(group: pa.Table, max_per_image: int) -> pa.Table:
+    """One image: its kept rows ranked by reward (higher first), then order; beyond ``max_per_image``
+    ``per_image_cap``."""
+    rows = group.select(["keep", "reward", *ORDER]).to_pylist()
+    ranked = sorted((i for i, r in enumerate(rows) if r["keep"]),
+                    key=lambda i: (-rows[i]["reward"], rows[i]["item"], rows[i]["sample_index"]))  # fmt: skip
+    over = set(ranked[max_per_image:])
+    if not over:
+        return group
+    keep = [r["keep"] and i not in over for i, r in enumerate(rows)]
+    reasons = [("per_image_cap" if i in over else r) for i, r in enumerate(group["drop_reason"].to_pylist())]
+    group = group.set_column(group.schema.get_field_index("keep"), "keep", pa.array(keep))
+    return group.set_column(group.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reasons))
+
+
+def _partial_counts(batch: pa.Table) -> pa.Table:
+    """One row of counts for a block of final question rows (summed on the driver)."""
+    keep = batch["keep"].to_pylist()
+    parsed = batch["parse_ok"].to_pylist()
+    counts: Counter = Counter(questions=len(keep), kept=sum(keep), parsed=sum(parsed))
+    counts.update(f"drops_{r}" for r, k in zip(batch["drop_reason"].to_pylist(), keep, strict=True) if not k)
+    counts.update(
+        f"p_hist_{min(int(p * 10), 9)}" for p, ok in zip(batch["p"].to_pylist(), parsed, strict=True) if ok
+    )
+    for column in ("questioner_tokens", "reasoner_tokens"):
+        counts[column] = int(pc.sum(batch[column]).as_py() or 0)
+    for column in ("questioner_seconds", "reasoner_seconds"):
+        counts[column] = float(pc.sum(batch[column]).as_py() or 0.0)
+    return pa.table({"counts": [json.dumps(counts)]})
+
+
+def _reject_counts(batch: pa.Table) -> pa.Table:
+    """One row of reject counts by reason for a block of rejects."""
+    counts = Counter(f"rejects_{r}" for r in batch["reason"].to_pylist())
+    unknown = {k[len("rejects_") :] for k in counts} - set(REJECT_REASONS)
+    if unknown:
+        raise ValueError(f"unknown reject reasons {sorted(unknown)}; the fixed set is {REJECT_REASONS}")
+    return pa.table({"counts": [json.dumps(counts)]})
