@@ -75,3 +75,24 @@ def test_ledger_marks_a_shard_only_when_every_item_is_in_a_part(tmp_path):
     ledger.clear(1)  # nothing there: clearing is harmless
     with pytest.raises(RuntimeError, match="other settings"):
         ShardLedger(tmp_path, {0: 3}, fingerprint="g").marker(0)
+
+
+@pytest.mark.slow
+def test_questioner_images_are_a_bounded_streaming_read(ray_local, unlabeled_corpus, tmp_path):
+    """640 offered items in 20 read blocks of 32; asking for 4 images runs the first read task(s) only."""
+    import re
+    import shutil
+
+    from visplay.config import CorpusConfig
+    from visplay.train.tasks import QuestionerTask
+
+    pictures = sorted(unlabeled_corpus.rglob("*.png"))
+    for i in range(640):  # every other item is not an image (a reject), in sorted order
+        target = tmp_path / f"f{i:04d}.png"
+        shutil.copy(pictures[i % len(pictures)], target) if i % 2 == 0 else target.write_bytes(b"junk")
+    corpus = CorpusConfig(path=str(tmp_path))
+    ds = QuestionerTask.first_images(corpus, 4)
+    images = [row["image"] for row in ds.take_all()]
+    assert images == [pictures[i % len(pictures)].read_bytes() for i in (0, 2, 4, 6)]  # the first 4, in order
+    decode = re.search(r"MapBatches\(DecodeImages\)\S*: (\d+) tasks executed", ds.stats())
+    assert decode is not None and int(decode.group(1)) <= 3, ds.stats()  # of 20 blocks

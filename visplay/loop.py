@@ -154,7 +154,12 @@ def run_iterations(
 
                 generated = Phase(cfg.run_dir, it, "generate").dir
                 record = IterationRecord.collect(
-                    it, {name: str(generated / t) for name, t in question_set["tables"].items()}, q_out["steps"], r_out["steps"], scores, seconds=seconds
+                    it,
+                    {name: str(generated / t) for name, t in question_set["tables"].items()},
+                    q_out["steps"],
+                    r_out["steps"],
+                    scores,
+                    seconds=seconds,
                 )
                 history = [r for r in history if r.iteration != it] + [record]
                 print(report.summary_text(record), flush=True)

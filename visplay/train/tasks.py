@@ -67,18 +67,23 @@ class QuestionerTask:
 
     @staticmethod
     def load_images(corpus, limit: int) -> list[bytes]:
-        """The first `limit` usable images of a corpus (a CorpusConfig) in plan order, by a bounded streaming
-        read: Ray Data stops reading once `limit` images have been decoded, whatever the corpus size."""
+        """The first `limit` usable images of a corpus (a CorpusConfig) in plan order (see `first_images`)."""
+        return [row["image"] for row in QuestionerTask.first_images(corpus, limit).take_all()]
+
+    @staticmethod
+    def first_images(corpus, limit: int):
+        """A bounded streaming read: the lazy dataset of the first `limit` usable images in plan order. Ray
+        Data stops starting read tasks once `limit` images are decoded, whatever the corpus size."""
         import ray
 
         from visplay.data.images import decode_plan, images_of
         from visplay.data.plan import plan_corpus
 
         plan = plan_corpus(corpus.path, parquet_image_column=corpus.parquet_image_column, limit=corpus.limit)
-        ray.data.DataContext.get_current().execution_options.preserve_order = True  # the first `limit` in plan order, every run
+        ray.data.DataContext.get_current().execution_options.preserve_order = True  # the same first ones
         decoded = decode_plan(plan, max_pixels=corpus.max_pixels, max_file_bytes=corpus.max_file_bytes)
         images = decoded.map_batches(images_of, batch_format="pyarrow").select_columns(["image"])
-        return [row["image"] for row in images.limit(limit).take_all()]
+        return images.limit(limit)
 
     def requests(self, step: int, per_step: int) -> list[RolloutRequest]:
         prompt = prompts.render_prompt(prompts.questioner_messages())
