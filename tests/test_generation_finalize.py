@@ -89,7 +89,10 @@ def test_questioner_images_are_a_bounded_streaming_read(ray_local, unlabeled_cor
     pictures = sorted(unlabeled_corpus.rglob("*.png"))
     for i in range(640):  # every other item is not an image (a reject), in sorted order
         target = tmp_path / f"f{i:04d}.png"
-        shutil.copy(pictures[i % len(pictures)], target) if i % 2 == 0 else target.write_bytes(b"junk")
+        if i % 2 == 0:
+            shutil.copy(pictures[i % len(pictures)], target)
+        else:
+            target.write_bytes(b"junk")
     corpus = CorpusConfig(path=str(tmp_path))
     ds = QuestionerTask.first_images(corpus, 4)
     images = [row["image"] for row in ds.take_all()]

@@ -130,7 +130,7 @@ def read_images(
 
     For small corpora and tools (tests, benches, the evaluation's image folders): the whole decoded corpus
     is held in the object store. A generation pass over a real corpus streams instead
-    (:func:`plan_corpus` + :func:`decode_plan`, in :mod:`visplay.generation.pass_`).
+    (:func:`plan_corpus` + :func:`decode_plan`, in :mod:`visplay.generation.pipeline`).
     """
     plan = plan_corpus(path, parquet_image_column=parquet_image_column, limit=limit)
     decoded = decode_plan(
@@ -141,7 +141,7 @@ def read_images(
         batch_format="pyarrow", batch_size=None
     ):
         n_images += pc.sum(batch["ok"]).as_py() or 0
-        _add_reason_counts(counts, batch["reason"].drop_null())
+        add_reason_counts(counts, batch["reason"].drop_null())
     if n_images + sum(counts.values()) != plan.offered:
         raise RuntimeError(
             f"{path}: offered {plan.offered} items but decoded {n_images} images + {sum(counts.values())} rejects"
@@ -281,7 +281,7 @@ def count_by_reason(rejects: ray.data.Dataset) -> dict[str, int]:
     """Rows of a rejects dataset per reason, every reason of the fixed set present (zeros included)."""
     counts = dict.fromkeys(REJECT_REASONS, 0)
     for batch in rejects.select_columns(["reason"]).iter_batches(batch_format="pyarrow", batch_size=None):
-        _add_reason_counts(counts, batch["reason"])
+        add_reason_counts(counts, batch["reason"])
     return counts
 
 
@@ -362,7 +362,7 @@ def _reject(source: str, reason: RejectReason, detail: str) -> dict[str, Any]:
     }
 
 
-def _add_reason_counts(counts: dict[str, int], reasons: pa.Array | pa.ChunkedArray) -> None:
+def add_reason_counts(counts: dict[str, int], reasons: pa.Array | pa.ChunkedArray) -> None:
     """Add value counts of a reason column into ``counts``; a reason outside the fixed set is an error."""
     for entry in pc.value_counts(reasons).to_pylist():
         if entry["values"] not in counts:

@@ -42,21 +42,20 @@ class CorpusPlan:
     @property
     def shards(self) -> list[int]:
         """The shard ids, ascending."""
-        return sorted(set(self.items["shard"].to_pylist())) if self.items.num_rows else []
+        return sorted(self.shard_sizes())
 
     def shard_sizes(self) -> dict[int, int]:
-        """Offered items per shard."""
-        counts = self.items["take"] if self.kind == "bytes" else pa.array([1] * self.items.num_rows)
-        out: dict[int, int] = {}
-        for shard, n in zip(self.items["shard"].to_pylist(), counts.to_pylist(), strict=True):
-            out[shard] = out.get(shard, 0) + n
-        return out
+        """Offered items per shard (an Arrow group-by: no Python object per item)."""
+        if self.kind == "bytes":
+            sizes = self.items.group_by("shard").aggregate([("take", "sum")])
+            return dict(zip(sizes["shard"].to_pylist(), sizes["take_sum"].to_pylist(), strict=True))
+        sizes = self.items.group_by("shard").aggregate([("item", "count")])
+        return dict(zip(sizes["shard"].to_pylist(), sizes["item_count"].to_pylist(), strict=True))
 
     def only(self, shards: set[int]) -> CorpusPlan:
         """The same plan restricted to ``shards`` (a resumed pass: the unfinished ones)."""
-        mask = pc.is_in(self.items["shard"], pa.array(sorted(shards), pa.int32()))
-        items = self.items.filter(mask)
-        offered = sum(self.shard_sizes()[s] for s in shards if s in self.shard_sizes())
+        items = self.items.filter(pc.is_in(self.items["shard"], pa.array(sorted(shards), pa.int32())))
+        offered = sum(items["take"].to_pylist()) if self.kind == "bytes" else items.num_rows
         return CorpusPlan(self.kind, items, offered, self.column, self.ignored)
 
 

@@ -61,12 +61,14 @@ class RejectReason(StrEnum):
 REJECT_REASONS: tuple[str, ...] = tuple(reason.value for reason in RejectReason)
 """The reason strings, in a fixed order (the order reports list them in)."""
 
+_PLACE = [pa.field("item", pa.int64()), pa.field("shard", pa.int32())]
+"""Where an offered item sits in its pass's plan: every table of a pass carries these two columns."""
+
 IMAGES_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.string()),
         pa.field("source", pa.string()),
-        pa.field("item", pa.int64()),
-        pa.field("shard", pa.int32()),
+        *_PLACE,
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("image", pa.binary()),
@@ -77,8 +79,7 @@ IMAGES_SCHEMA = pa.schema(
 REJECTS_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string()),
-        pa.field("item", pa.int64()),
-        pa.field("shard", pa.int32()),
+        *_PLACE,
         pa.field("reason", pa.string()),
         pa.field("detail", pa.string()),
     ]
@@ -89,8 +90,7 @@ DUPLICATES_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.string()),
         pa.field("source", pa.string()),
-        pa.field("item", pa.int64()),
-        pa.field("shard", pa.int32()),
+        *_PLACE,
         pa.field("owner_item", pa.int64()),
     ]
 )
@@ -101,8 +101,7 @@ QUESTIONS_SCHEMA = pa.schema(
         pa.field("question_id", pa.string()),
         pa.field("image_id", pa.string()),
         pa.field("source", pa.string()),
-        pa.field("item", pa.int64()),
-        pa.field("shard", pa.int32()),
+        *_PLACE,
         pa.field("image", pa.binary()),
         pa.field("questioner_ckpt", pa.string()),
         pa.field("questioner_seed", pa.int64()),

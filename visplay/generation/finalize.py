@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.context import ShuffleStrategy
 
-from visplay.data.schemas import DUPLICATES_SCHEMA, REJECT_REASONS, REJECTS_SCHEMA, SCORED_SCHEMA
+from visplay.data.schemas import DUPLICATES_SCHEMA, REJECTS_SCHEMA, SCORED_SCHEMA
+from visplay.generation.shards import TABLES
 
 ORDER = ["item", "sample_index"]
 """The stable order key of question rows: the plan's item, then the questioner sample."""
@@ -70,8 +71,7 @@ def read_parts(out_dir: Path, paths: list[str], schema: pa.Schema) -> ray.data.D
 def finalize(out_dir: Path, markers: dict[int, dict], max_per_image: int, scope: str) -> dict:
     """Dedup and cap over every finished shard, write ``questions/``, ``dropped/``, ``rejects/``,
     ``duplicates/``; returns the counts for the summary (all from partial counts per block)."""
-    files = {kind: [f for m in markers.values() for f in m["files"][kind]] for kind in ("scored", "rejects",
-                                                                                         "duplicates")}  # fmt: skip
+    files = {kind: [f for m in markers.values() for f in m["files"][kind]] for kind in TABLES}
     ray.data.DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     scored = read_parts(out_dir, files["scored"], SCORED_SCHEMA)
     final = corpus_dedup(scored, max_per_image, scope).sort(ORDER).materialize()
@@ -95,9 +95,8 @@ def finalize(out_dir: Path, markers: dict[int, dict], max_per_image: int, scope:
     counts: Counter = Counter()
     for row in final.map_batches(_partial_counts, batch_format="pyarrow", batch_size=None).iter_rows():
         counts.update(json.loads(row["counts"]))
-    rejects = read_parts(out_dir, files["rejects"], REJECTS_SCHEMA)
-    for row in rejects.map_batches(_reject_counts, batch_format="pyarrow", batch_size=None).iter_rows():
-        counts.update(json.loads(row["counts"]))
+    for marker in markers.values():  # rejects were counted by reason when their shard was marked
+        counts.update({f"rejects_{reason}": n for reason, n in marker["rejects_by_reason"].items()})
     counts["duplicate_image"] = sum(m["counts"]["duplicates"] for m in markers.values())
     counts["images_generated"] = sum(m["counts"]["scored_items"] for m in markers.values())
     return {"tables": tables, "counts": dict(counts)}
@@ -113,11 +112,7 @@ def _first_wins(group: pa.Table) -> pa.Table:
     """One normalised question: the first row in (item, sample_index) order keeps it, the rest ``duplicate``."""
     group = group.sort_by([(c, "ascending") for c in ORDER])
     n = group.num_rows
-    group = group.set_column(
-        group.schema.get_field_index("keep"), "keep", pa.array([True] + [False] * (n - 1))
-    )
-    reasons = [""] + ["duplicate"] * (n - 1)
-    return group.set_column(group.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reasons))
+    return _with_verdicts(group, [True] + [False] * (n - 1), [""] + ["duplicate"] * (n - 1))
 
 
 def _cap(group: pa.Table, max_per_image: int) -> pa.Table:
@@ -131,8 +126,14 @@ def _cap(group: pa.Table, max_per_image: int) -> pa.Table:
         return group
     keep = [r["keep"] and i not in over for i, r in enumerate(rows)]
     reasons = [("per_image_cap" if i in over else r) for i, r in enumerate(group["drop_reason"].to_pylist())]
-    group = group.set_column(group.schema.get_field_index("keep"), "keep", pa.array(keep))
-    return group.set_column(group.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reasons))
+    return _with_verdicts(group, keep, reasons)
+
+
+def _with_verdicts(group: pa.Table, keep: list[bool], reasons: list[str]) -> pa.Table:
+    """``group`` with its ``keep`` and ``drop_reason`` columns replaced."""
+    group = group.set_column(group.schema.get_field_index("keep"), "keep", pa.array(keep, pa.bool_()))
+    index = group.schema.get_field_index("drop_reason")
+    return group.set_column(index, "drop_reason", pa.array(reasons, pa.string()))
 
 
 def _partial_counts(batch: pa.Table) -> pa.Table:
@@ -148,13 +149,4 @@ def _partial_counts(batch: pa.Table) -> pa.Table:
         counts[column] = int(pc.sum(batch[column]).as_py() or 0)
     for column in ("questioner_seconds", "reasoner_seconds"):
         counts[column] = float(pc.sum(batch[column]).as_py() or 0.0)
-    return pa.table({"counts": [json.dumps(counts)]})
-
-
-def _reject_counts(batch: pa.Table) -> pa.Table:
-    """One row of reject counts by reason for a block of rejects."""
-    counts = Counter(f"rejects_{r}" for r in batch["reason"].to_pylist())
-    unknown = {k[len("rejects_") :] for k in counts} - set(REJECT_REASONS)
-    if unknown:
-        raise ValueError(f"unknown reject reasons {sorted(unknown)}; the fixed set is {REJECT_REASONS}")
     return pa.table({"counts": [json.dumps(counts)]})

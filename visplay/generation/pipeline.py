@@ -69,8 +69,8 @@ class Checkpoint:
 
 @dataclass
 class GenerationSummary:
-    """Counts of one pass: ``images_offered == images_read + rejected``, ``images_read == images_generated +
-    duplicate_image`` and ``questions == kept + dropped`` (checked before it is written)."""
+    """Counts of one pass: ``images_offered == images_read + rejected``, ``images_read`` = images generated +
+    ``duplicate_image`` and ``questions == kept + dropped`` (checked before it is written)."""
 
     images_offered: int
     images_read: int
@@ -95,10 +95,6 @@ class GenerationSummary:
     """Seconds from the start of this call until its first shard was marked finished."""
     files: dict[str, str] = field(default_factory=dict)
     """Output dataset folders by table (``summary.json`` holds them relative to the pass directory)."""
-
-    @property
-    def images_generated(self) -> int:
-        return self.images_read - self.duplicate_image
 
     @classmethod
     def from_counts(cls, counts: dict, plan: CorpusPlan, wall_seconds: float, tables: dict[str, str],
@@ -269,11 +265,12 @@ def run_generation(
         if final["fingerprint"] == fingerprint:
             return GenerationSummary.from_dict(json.loads((out_dir / "summary.json").read_text()), out_dir)
     plan = load_or_make_plan(cfg, out_dir, fingerprint, settings)
-    ledger = ShardLedger(out_dir, plan.shard_sizes(), fingerprint)
+    sizes = plan.shard_sizes()
+    ledger = ShardLedger(out_dir, sizes, fingerprint)
     finished = ledger.finished()
-    todo = [s for s in plan.shards if s not in finished]
-    log.info("generation: %d shards planned, %d finished earlier, %d to run", len(plan.shards),
-             len(finished), len(todo))  # fmt: skip
+    todo = [s for s in sorted(sizes) if s not in finished]
+    log.info("generation: %d shards planned, %d finished earlier, %d to run", len(sizes), len(finished),
+             len(todo))  # fmt: skip
 
     # --- step 1: the streaming pass over the unfinished shards ------------------------------------------
     first_shard_seconds = None
@@ -291,13 +288,18 @@ def run_generation(
         images = decoded.map_batches(SplitDecoded(str(out_dir), claims), **_LIGHT)
         scored = build_scored_dataset(images, cfg, questioner, reasoner)
         written = scored.map_batches(WriteScored(str(out_dir)), **_LIGHT)
-        waiting = set(todo)
+        # Rows arrive in plan order (preserve_order), so once a later shard's rows arrive every item of the
+        # shards before it has passed every stage: each shard is checked about once (a check reads its
+        # part files), not once per batch. The check itself decides; this only chooses when to ask.
+        waiting, newest = list(todo), -1
         for batch in written.iter_batches(batch_format="pyarrow", batch_size=None):
-            for shard in sorted(set(batch["shard"].to_pylist()) & waiting):
-                if ledger.try_finish(shard) is not None:
-                    waiting.discard(shard)
-                    first_shard_seconds = first_shard_seconds or time.perf_counter() - started
-        for shard in sorted(waiting):  # shards of rejects only, or whose last item was not a question
+            newest = max([newest, *batch["shard"].to_pylist()])
+            while waiting and waiting[0] < newest:
+                if ledger.try_finish(waiting[0]) is None:
+                    break  # not complete yet (should not happen in order): asked again on the next batch
+                waiting.pop(0)
+                first_shard_seconds = first_shard_seconds or time.perf_counter() - started
+        for shard in waiting:  # the last shards, shards of rejects only, any checked too early
             if ledger.try_finish(shard) is None:
                 raise RuntimeError(
                     f"shard {shard} of {out_dir}: its items did not all reach a part file after the pass "
@@ -311,7 +313,7 @@ def run_generation(
     result = finalize(out_dir, markers, cfg.generation.max_questions_per_image, cfg.generation.dedup_scope)
     counts = result["counts"]
     summary = GenerationSummary.from_counts(
-        counts, plan, time.perf_counter() - started, result["tables"], shards=len(plan.shards),
+        counts, plan, time.perf_counter() - started, result["tables"], shards=len(sizes),
         shards_run=len(todo), first_shard_seconds=first_shard_seconds,
     )  # fmt: skip
     summary.check()

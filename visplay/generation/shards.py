@@ -28,8 +28,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from visplay.data.images import images_of, rejects_of
-from visplay.data.schemas import DUPLICATES_SCHEMA
+from visplay.data.images import add_reason_counts, images_of, rejects_of
+from visplay.data.schemas import DUPLICATES_SCHEMA, REJECT_REASONS
 
 TABLES = ("scored", "rejects", "duplicates")
 """The part tables of step 1, each a folder of per-shard part files."""
@@ -139,7 +139,7 @@ class SplitDecoded:
 
 class WriteScored:
     """Ray Data stage, the last of step 1: scored rows -> per-shard part files; returns one small row per
-    part written (``shard``, ``path``, ``rows``), the only thing of the pass that reaches the driver."""
+    part written (``shard``, ``path``), the only thing of the pass that reaches the driver."""
 
     columns = ("shard", "item", "question_id")
 
@@ -162,8 +162,9 @@ class WriteScored:
 class ShardLedger:
     """Which shards of a pass are finished, judged from the part files on disk; writes their markers.
 
-    Held by the driver; a check reads only the ``item`` column of one shard's parts (a few KB per shard),
-    so its cost does not grow with the corpus.
+    Held by the driver; a check reads only the ``item`` column of one shard's parts (and ``reason`` of its
+    rejects: a few KB per shard), so its cost does not grow with the corpus. The marker records the counts
+    the summary needs, so step 2 never reads the rejects again.
     """
 
     def __init__(self, out_dir: str | Path, sizes: dict[int, int], fingerprint: str) -> None:
@@ -198,19 +199,24 @@ class ShardLedger:
         files: dict[str, list[str]] = {}
         items: set[int] = set()
         counts: dict[str, int] = {}
+        by_reason = dict.fromkeys(REJECT_REASONS, 0)
         for kind in TABLES:
             folder = self.out_dir / "parts" / kind / shard_name(shard)
             paths = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
             files[kind] = [p.relative_to(self.out_dir).as_posix() for p in paths]
-            column = [pq.read_table(p, columns=["item"])["item"] for p in paths]
-            found = {i for c in column for i in c.to_pylist()}
-            counts[kind] = sum(len(c) for c in column)
+            columns = ["item", "reason"] if kind == "rejects" else ["item"]
+            tables = [pq.read_table(p, columns=columns) for p in paths]
+            found = {i for t in tables for i in t["item"].to_pylist()}
+            counts[kind] = sum(t.num_rows for t in tables)
             counts[f"{kind}_items"] = len(found)
             items |= found
+            if kind == "rejects":
+                for t in tables:
+                    add_reason_counts(by_reason, t["reason"])
         if len(items) != self.sizes[shard]:
             return None
         marker = {"shard": shard, "fingerprint": self.fingerprint, "items": len(items), "files": files,
-                  "counts": counts}  # fmt: skip
+                  "counts": counts, "rejects_by_reason": {r: n for r, n in by_reason.items() if n}}  # fmt: skip
         path = self.out_dir / "shards" / f"{shard_name(shard)}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(marker, indent=1))
