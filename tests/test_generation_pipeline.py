@@ -69,6 +69,7 @@ def _overrides(model: Path, corpus: Path, out_dir: Path) -> list[str]:
         "generation.reasoner_sampling.max_tokens=32",
         "generation.score_batch_size=8",
         "generation.shard_size=1",  # 12 shards: a kill after the first leaves most unfinished
+        "generation.decode_batch_size=1",  # one read block per item: 12 items do not travel as one block
         "name=gen-test",
     ]
 
