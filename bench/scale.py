@@ -79,7 +79,7 @@ def run_pass(work: Path, corpus: Path, label: str, model: Path) -> dict:
         f"corpus.path={corpus}", f"out_dir={work / 'runs'}", f"name={label}", f"models.base={model}",
         "generation.questions_per_image=1", "generation.answers_per_question=1",
         "generation.questioner_sampling.max_tokens=8", "generation.reasoner_sampling.max_tokens=4",
-        "generation.shard_size=128", "generation.reuse_rollout_engines=false", "corpus.synthetic_n=0",
+        "generation.shard_size=64", "generation.reuse_rollout_engines=false", "corpus.synthetic_n=0",
     ]  # fmt: skip
     started = time.perf_counter()
     command = [
@@ -96,8 +96,10 @@ def run_pass(work: Path, corpus: Path, label: str, model: Path) -> dict:
         sampler.stop()
     wall = time.perf_counter() - started
     if code != 0:
-        raise SystemExit(f"{label}: the job failed (exit {code}); see {work / f'{label}.log'}")
+        tail = "\n".join((work / f"{label}.log").read_text().splitlines()[-40:])
+        raise SystemExit(f"{label}: the job failed (exit {code}); the end of its log:\n{tail}")
     summary = json.loads((work / "runs" / label / "generate" / "summary.json").read_text())
+    print(f"{label}: done in {wall:.0f} s, driver peak RSS {sampler.rss / 1e9:.2f} GB", flush=True)
     return {
         "label": label, "images": summary["images_read"], "wall_s": wall,
         "images_per_s": summary["images_read"] / summary["wall_seconds"],

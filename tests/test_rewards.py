@@ -19,6 +19,7 @@ from visplay.rewards import (
     PARSE_ERRORS,
     GradeResult,
     QuestionerReward,
+    Vote,
     bleu_cluster_penalty,
     bleu_distance_matrix,
     choice_letter,
@@ -32,10 +33,10 @@ from visplay.rewards import (
     reasoner_reward,
     reset_grade_timeout_count,
     uncertainty_reward,
-    vote_distribution,
+    vote,
     yes_no,
 )
-from visplay.rewards.grading import is_too_costly
+from visplay.rewards.cost import is_too_costly
 
 # ---------------------------------------------------------------------------------------------------------
 # parse_questioner_output
@@ -164,20 +165,20 @@ def test_extract_boxed(text, expected):
 @pytest.mark.parametrize(
     "pred, gold, equal, method",
     [
-        ("0.5", "\\frac{1}{2}", True, "math"),  # 1/2 = 0.5
-        ("\\frac{1}{2}", "0.5", True, "math"),
-        ("1/2", "0.5", True, "math"),
-        ("3,000", "3000", True, "math"),
+        ("0.5", "\\frac{1}{2}", True, "number"),  # both the exact number 1/2
+        ("\\frac{1}{2}", "0.5", True, "number"),
+        ("1/2", "0.5", True, "number"),
+        ("3,000", "3000", True, "number"),  # one digit-group pattern
         ("x^2+y^2", "y^2+x^2", True, "math"),
-        ("3 \\times 10^{8}", "300000000", True, "math"),
+        ("3 \\times 10^{8}", "300000000", True, "number"),  # scientific notation
         ("5!", "120", True, "math"),  # 5! = 120
-        ("0.5", "0.6", False, "math"),
-        ("2", "3", False, "integer"),  # plain integers: compared as ints, math_verify not called
-        ("007", "7", True, "integer"),  # 007 = 7
-        ("-3", "3", False, "integer"),
-        ("+4", "4", True, "integer"),
-        ("7", "7.0", True, "math"),  # a decimal side goes to math_verify: 7.0 = 7
-        ("1" * 101, "1" * 101 + "0", False, "math"),  # longer than MAX_INTEGER_DIGITS: math_verify decides
+        ("0.5", "0.6", False, "number"),
+        ("2", "3", False, "number"),  # two different numbers: math_verify not called
+        ("007", "7", True, "number"),  # 007 = 7
+        ("-3", "3", False, "number"),
+        ("+4", "4", True, "number"),
+        ("7", "7.0", True, "number"),  # 7.0 = 7 exactly
+        ("1" * 101, "1" * 101 + "0", False, "number"),
         ("(A)", "A", True, "choice"),
         ("A.", "(A)", True, "choice"),
         ("A)", "A", True, "choice"),
@@ -186,8 +187,8 @@ def test_extract_boxed(text, expected):
         ("The answer is (C)", "C", True, "choice"),
         ("$\\text{(B)}$", "B", True, "choice"),  # wrappers stripped first
         ("B", "A", False, "choice"),
-        ("a", "A", True, "string"),  # equal after lower-casing, before any letter rule
-        ("Yes.", "yes", True, "string"),  # lower-case + trailing period
+        ("a", "A", True, "choice"),  # both name option A
+        ("Yes.", "yes", True, "yes_no"),
         ("YES!", "yes", True, "yes_no"),
         ("No, it is not.", "no", True, "yes_no"),
         ("True", "Yes", True, "yes_no"),
@@ -275,11 +276,11 @@ def test_grade_timeout_returns_false_quickly_and_is_counted(monkeypatch):
     reset_grade_timeout_count()
     try:
         start = time.monotonic()
-        result = grade_detailed("0.5", "\\frac{1}{2}", timeout_s=0.2)
+        result = grade_detailed("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}", timeout_s=0.2)
         elapsed = time.monotonic() - start
         assert result == GradeResult(False, "timeout") and result.timed_out
         assert elapsed < 1.5  # 0.2 s timeout plus scheduling slack, far below the 30 s "computation"
-        assert grade("0.5", "\\frac{1}{2}", timeout_s=0.2) is False
+        assert grade("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}", timeout_s=0.2) is False
         assert grade_timeout_count() == 2  # two timed-out calls
         assert reset_grade_timeout_count() == 2
         assert grade_timeout_count() == 0
@@ -292,32 +293,36 @@ def test_grade_error_in_math_verify_is_not_equal(monkeypatch):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(grading, "_math_equal", broken)
-    assert grade_detailed("0.5", "1/2") == GradeResult(False, "math_error")
+    assert grade_detailed("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}") == GradeResult(False, "math_error")
 
 
 def test_grade_works_off_the_main_thread():
     # math_verify's own timeouts use signal.alarm, which raises outside the main thread.
     results = []
-    worker = threading.Thread(target=lambda: results.append(grade_detailed("0.5", "\\frac{1}{2}")))
+    worker = threading.Thread(
+        target=lambda: results.append(grade_detailed("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}"))
+    )
     worker.start()
     worker.join(30)
     assert results == [GradeResult(True, "math")]
 
 
 def test_grade_without_timeout_runs_inline():
-    assert grade_detailed("0.5", "\\frac{1}{2}", timeout_s=None) == GradeResult(True, "math")
+    assert grade_detailed("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}", timeout_s=None) == GradeResult(True, "math")
 
 
 def test_math_verdicts_are_cached_per_pair_and_unchanged_by_the_cache():
     # Votes compare the same short answers again and again; each pair goes to math_verify once per process.
+    grading.warm_up()
     grading._math_equal.cache_clear()
-    first = [grade_detailed(p, g, timeout_s=60) for p, g in [("0.5", "\\frac{1}{2}"), ("0.2", "0.3")]]
-    again = [grade_detailed(p, g, timeout_s=60) for p, g in [("0.5", "\\frac{1}{2}"), ("0.2", "0.3")]]
+    pairs = [("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}"), ("\\sqrt{2}", "\\sqrt{3}")]
+    first = [grade_detailed(p, g, timeout_s=60) for p, g in pairs]
+    again = [grade_detailed(p, g, timeout_s=60) for p, g in pairs]
     assert first == again == [GradeResult(True, "math"), GradeResult(False, "math")]
     info = grading._math_equal.cache_info()
     assert (info.misses, info.hits) == (2, 2)
-    # order matters: ("0.3", "0.2") is a new pair
-    assert grade_detailed("0.3", "0.2", timeout_s=60) == GradeResult(False, "math")
+    # order matters: (sqrt 3, sqrt 2) is a new pair
+    assert grade_detailed("\\sqrt{3}", "\\sqrt{2}", timeout_s=60) == GradeResult(False, "math")
     assert grading._math_equal.cache_info().misses == 3
 
 
@@ -328,25 +333,24 @@ def test_grade_rejects_bad_timeout(timeout_s):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# majority_vote / vote_distribution
+# vote / majority_vote (order independence and transitivity: tests/test_grading.py)
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_majority_vote_tie_goes_to_first_appearance():
-    # Groups: B (idx 0, 3) = 2, A (idx 1, 2) = 2 → tie; B appeared first → B; p = 2/4 = 0.5.
-    assert majority_vote(["B", "A", "A", "B"]) == ("B", 0.5)
-    # Same multiset, A first → A.
+def test_majority_vote_tie_goes_to_the_smaller_key():
+    # Groups: A = 2, B = 2 → tie; keys ("choice", "A") < ("choice", "B") → A whatever the order; p = 2/4.
+    assert majority_vote(["B", "A", "A", "B"]) == ("A", 0.5)
     assert majority_vote(["A", "B", "B", "A"]) == ("A", 0.5)
 
 
 def test_majority_vote_groups_equivalent_answers():
-    # {"0.5", "\frac{1}{2}", "1/2"} = 3 (representative "0.5"), {"3"} = 1, None counts only in the
-    # denominator: p = 3/5 = 0.6.
+    # {"0.5", "\frac{1}{2}", "1/2"} = 3 (one number key, 1/2; representative: the smallest string of the
+    # equally common spellings, "0.5"), {"3"} = 1, None counts only in the denominator: p = 3/5 = 0.6.
     assert majority_vote(["0.5", "\\frac{1}{2}", "1/2", None, "3"]) == ("0.5", 3 / 5)
 
 
 def test_majority_vote_choice_letters():
-    # "(A)" and "A" are one group of 2 out of 3 answers → p = 2/3; representative = first member "(A)".
+    # "(A)" and "A" are one group of 2 out of 3 answers → p = 2/3; representative "(A)" ("(" < "A").
     assert majority_vote(["(A)", "A", "B."]) == ("(A)", 2 / 3)
 
 
@@ -357,12 +361,14 @@ def test_majority_vote_unparsed_answers():
     assert majority_vote(["A", None]) == ("A", 0.5)  # 1 of 2
 
 
-def test_vote_distribution_order_and_counts():
-    # "3": idx 0, 3 → 2; "0.5"/"\frac{1}{2}": idx 1, 2 → 2; "7": 1. Tie 2-2 → "3" (seen first) leads.
+def test_vote_groups_silver_and_p_are_one_computation():
+    # "3": 2; "0.5"/"\frac{1}{2}": 2 (key 1/2); "7": 1. Tie 2-2 → key 1/2 < 3/1 → "0.5" leads; p = 2/6.
     answers = ["3", "0.5", "\\frac{1}{2}", "3", "7", None]
-    assert vote_distribution(answers) == [("3", 2), ("0.5", 2), ("7", 1)]
-    assert majority_vote(answers) == ("3", 2 / 6)
-    assert vote_distribution([None, ""]) == []
+    result = vote(answers)
+    assert result == Vote("0.5", 2 / 6, (("0.5", 2), ("3", 2), ("7", 1)), timeouts=0, left_out=0)
+    assert (result.silver, result.p) == (result.groups[0][0], result.groups[0][1] / len(answers))
+    assert majority_vote(answers) == ("0.5", 2 / 6)
+    assert vote([None, ""]).groups == ()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -483,7 +489,7 @@ def test_reasoner_reward_reports_timeout(monkeypatch):
     release = threading.Event()
     monkeypatch.setattr(grading, "_math_equal", lambda pred, gold: release.wait(30))
     try:
-        reward = reasoner_reward("\\boxed{0.5}", "1/2", timeout_s=0.1)
+        reward = reasoner_reward("\\boxed{\\sqrt{2}/2}", "\\frac{1}{\\sqrt{2}}", timeout_s=0.1)
         # Timed out → accuracy 0, format 1 → 0.1.
         assert (reward.accuracy, reward.format, reward.timed_out) == (0.0, 1.0, True)
     finally:
@@ -675,6 +681,7 @@ ALLOWED_REWARDS_IMPORTS = {
     "collections",
     "dataclasses",
     "functools",
+    "fractions",
     "math",
     "math_verify",
     "numpy",

@@ -30,7 +30,8 @@ A column means the same thing in every table that has it (see the tables section
     the questions columns plus ``reasoner_ckpt``, ``reasoner_seed``, ``reasoner_sampling``,
     ``reasoner_tokens``, ``reasoner_seconds``; ``answers`` all m raw answers; ``extracted`` their
     ``\\boxed{}`` contents (null when absent); ``silver`` the majority answer; ``p`` its share of all m;
-    ``votes`` JSON ``[[answer, count], ...]``; ``uncertainty``, ``diversity_penalty``, ``reward`` the
+    ``votes`` JSON ``[[answer, count], ...]`` (``silver``, ``p`` and ``votes`` are one
+    :func:`visplay.rewards.vote`); ``grade_timeouts`` its comparisons that timed out; ``uncertainty``, ``diversity_penalty``, ``reward`` the
     questioner reward and its parts; ``question_key`` the hash of the normalised question text (the
     corpus dedup's key; "" when unparsed); ``keep`` and ``drop_reason`` (one of :data:`DROP_REASONS`, "" when
     kept).
@@ -132,6 +133,7 @@ SCORED_SCHEMA = pa.schema(
         pa.field("silver", pa.string()),
         pa.field("p", pa.float64()),
         pa.field("votes", pa.string()),
+        pa.field("grade_timeouts", pa.int64()),
         pa.field("uncertainty", pa.float64()),
         pa.field("diversity_penalty", pa.float64()),
         pa.field("reward", pa.float64()),
@@ -143,6 +145,7 @@ SCORED_SCHEMA = pa.schema(
 """The ``questions/`` (kept rows) and ``dropped/`` (the rest) datasets share this schema."""
 
 DROP_REASONS: tuple[str, ...] = (
-    "engine_error", "unparsed", "no_silver", "too_hard", "too_easy", "duplicate", "per_image_cap",
+    "engine_error", "unparsed", "grade_timeout", "no_silver", "too_hard", "too_easy", "duplicate",
+    "per_image_cap",
 )  # fmt: skip
 """Why a question was not kept, in the order the checks run."""

@@ -38,12 +38,15 @@ _YES_NO_WORD_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 def extract_answer(text: str) -> str:
     """The answer part of a completion: the content of the last ``\\boxed{}``; else the last non-blank line
     with a lead-in (``The answer is``, ``So the final answer:``), markdown ``*`` and a final period removed.
+    A ``\\boxed{`` that never closes (``"... \\boxed{12"``, cut at max_tokens) gives ``""``: no answer.
 
     ``"... so \\boxed{\\frac{1}{2}}."`` → ``"\\frac{1}{2}"``; ``"Reasoning...\\nThe answer is B."`` → ``"B"``.
     """
     boxed = extract_boxed(text)
     if boxed is not None:
         return boxed
+    if "\\boxed" in text:
+        return ""  # a box that never closes (a truncated completion) is no answer, as in the reward path
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return ""

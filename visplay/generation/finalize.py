@@ -145,7 +145,7 @@ def _partial_counts(batch: pa.Table) -> pa.Table:
     counts.update(
         f"p_hist_{min(int(p * 10), 9)}" for p, ok in zip(batch["p"].to_pylist(), parsed, strict=True) if ok
     )
-    for column in ("questioner_tokens", "reasoner_tokens"):
+    for column in ("questioner_tokens", "reasoner_tokens", "grade_timeouts"):
         counts[column] = int(pc.sum(batch[column]).as_py() or 0)
     for column in ("questioner_seconds", "reasoner_seconds"):
         counts[column] = float(pc.sum(batch[column]).as_py() or 0.0)

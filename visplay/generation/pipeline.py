@@ -84,6 +84,8 @@ class GenerationSummary:
     drops_by_reason: dict[str, int]
     parse_rate: float
     p_histogram: list[int]
+    grade_timeouts: int
+    """Answer comparisons that ran past the grading timeout (their questions dropped as ``grade_timeout``)."""
     questioner_tokens_per_s: float
     reasoner_tokens_per_s: float
     wall_seconds: float
@@ -118,6 +120,7 @@ class GenerationSummary:
             drops_by_reason={k[len("drops_") :]: v for k, v in counts.items() if k.startswith("drops_")},
             parse_rate=counts.get("parsed", 0) / max(questions, 1),
             p_histogram=[counts.get(f"p_hist_{i}", 0) for i in range(10)],
+            grade_timeouts=counts.get("grade_timeouts", 0),
             questioner_tokens_per_s=counts.get("questioner_tokens", 0) / q_s if q_s else 0.0,
             reasoner_tokens_per_s=counts.get("reasoner_tokens", 0) / r_s if r_s else 0.0,
             wall_seconds=wall_seconds,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -21,14 +20,7 @@ from visplay import prompts
 from visplay.config import GenerationConfig, RewardConfig
 from visplay.data.schemas import QUESTIONS_SCHEMA, SCORED_SCHEMA
 from visplay.generation.dedup import question_hash
-from visplay.rewards import (
-    bleu_cluster_penalty,
-    extract_boxed,
-    majority_vote,
-    parse_questioner_output,
-    questioner_reward,
-    vote_distribution,
-)
+from visplay.rewards import Vote, extract_boxed, parse_questioner_output, score_questions, warm_up
 from visplay.seeds import derive_seed
 
 
@@ -117,48 +109,35 @@ class ReasonerPrompts:
         return batch.append_column("row_seed", pa.array(seeds, pa.int64()))
 
 
-@dataclass(frozen=True)
 class ScoreQuestions:
     """Vote over the m answers, then questioner reward and the difficulty filter, per question.
 
-    The diversity penalty clusters the valid questions *of this batch* by BLEU distance, as the
-    questioner's GRPO batch does in training; ``batch_size`` of this stage sets that window.
+    The reward is :func:`visplay.rewards.score_questions`, the rule training uses too: the diversity penalty
+    clusters the valid questions *of this batch* by BLEU distance, as the questioner's GRPO batch does in
+    training; ``batch_size`` of this stage sets that window. Each worker process warms the grader up before
+    its first vote (:func:`visplay.rewards.warm_up`, once per process; not in ``__init__``, which runs on
+    the driver), so no verdict depends on import time.
     """
 
-    generation: GenerationConfig
-    rewards: RewardConfig
     columns = (
         "question_id", "parse_ok", "parse_error", "question", "row_seed", "r_completions", "r_engine_ckpt",
         "r_engine_error", "r_sampling", "r_num_generated_tokens", "r_engine_seconds",
     )  # fmt: skip
 
+    def __init__(self, generation: GenerationConfig, rewards: RewardConfig) -> None:
+        self.generation, self.rewards = generation, rewards
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         _require(batch, self.columns, type(self).__name__)
+        warm_up()
         rows = batch.to_pylist()
-        valid = [i for i, r in enumerate(rows) if r["parse_ok"]]
-        penalties = dict(
-            zip(
-                valid,
-                bleu_cluster_penalty(
-                    [rows[i]["question"] for i in valid], self.rewards.bleu_distance_threshold
-                ),
-                strict=True,
-            )
-        )
+        extracted = [[extract_boxed(a) for a in row["r_completions"] or []] for row in rows]
+        questions = [row["question"] if row["parse_ok"] else None for row in rows]
+        results = score_questions(questions, extracted, self.rewards)
         scored = []
-        for i, row in enumerate(rows):
-            answers = row["r_completions"] or []
-            extracted = [extract_boxed(a) for a in answers]
-            silver, p = majority_vote(extracted) if answers else (None, 0.0)
-            reward = questioner_reward(
-                row["parse_ok"],
-                p if row["parse_ok"] else None,
-                self.rewards.diversity_weight * penalties.get(i, 0.0),
-                form=self.rewards.uncertainty_form,
-                invalid_penalty=self.rewards.invalid_penalty,
-                clip_at_zero=self.rewards.clip_at_zero,
-            )
-            drop = self._drop_reason(row, silver, p)
+        for row, answers, result in zip(rows, extracted, results, strict=True):
+            votes = result.vote or Vote(None, 0.0, ())
+            drop = self._drop_reason(row, votes)
             scored.append(
                 {
                     **{k: row[k] for k in QUESTIONS_SCHEMA.names if k != "image"},
@@ -167,14 +146,15 @@ class ScoreQuestions:
                     "reasoner_sampling": row["r_sampling"],
                     "reasoner_tokens": row["r_num_generated_tokens"],
                     "reasoner_seconds": row["r_engine_seconds"],
-                    "answers": answers,
-                    "extracted": extracted,
-                    "silver": silver,
-                    "p": p,
-                    "votes": json.dumps(vote_distribution(extracted)),
-                    "uncertainty": reward.uncertainty,
-                    "diversity_penalty": reward.diversity_penalty,
-                    "reward": reward.total,
+                    "answers": row["r_completions"] or [],
+                    "extracted": answers,
+                    "silver": votes.silver,
+                    "p": votes.p,
+                    "votes": json.dumps([list(group) for group in votes.groups]),
+                    "grade_timeouts": votes.timeouts,
+                    "uncertainty": result.reward.uncertainty,
+                    "diversity_penalty": result.reward.diversity_penalty,
+                    "reward": result.reward.total,
                     "question_key": question_hash(row["question"]) if row["parse_ok"] else "",
                     "keep": drop == "",
                     "drop_reason": drop,
@@ -182,15 +162,18 @@ class ScoreQuestions:
             )
         return pa.Table.from_pylist(scored, schema=SCORED_SCHEMA)
 
-    def _drop_reason(self, row: dict, silver: str | None, p: float) -> str:
+    def _drop_reason(self, row: dict, votes: Vote) -> str:
+        """The first of :data:`visplay.data.schemas.DROP_REASONS` (in order) that applies, "" to keep."""
         if row["r_engine_error"]:
             return "engine_error"
         if not row["parse_ok"]:
             return "unparsed"
-        if silver is None:
+        if votes.timeouts:
+            return "grade_timeout"
+        if votes.silver is None:
             return "no_silver"
-        if p < self.generation.p_low:
+        if votes.p < self.generation.p_low:
             return "too_hard"
-        if p > self.generation.p_high:
+        if votes.p > self.generation.p_high:
             return "too_easy"
         return ""

@@ -5,24 +5,24 @@ Pipeline for one image:
 1. the Questioner writes ``<type>…</type><question>…</question><answer>…</answer>`` →
    :func:`parse_questioner_output`;
 2. the Reasoner answers the question n times → :func:`extract_boxed` on each →
-   :func:`majority_vote` gives the silver answer and its share ``p`` (equivalence via :func:`grade`);
+   :func:`vote` gives the silver answer, its share ``p`` and the answer groups (canonical keys, then
+   :func:`grade`);
 3. Questioner reward: :func:`questioner_reward` from ``p`` (:func:`uncertainty_reward`) and the batch's
    :func:`bleu_cluster_penalty`;
 4. Reasoner reward (training on the silver labels): :func:`reasoner_reward`.
 """
 
 from visplay.rewards.diversity import bleu_cluster_penalty, bleu_distance_matrix
+from visplay.rewards.forms import answer_key, choice_letter, normalize_text, parse_number, yes_no
 from visplay.rewards.grading import (
     DEFAULT_GRADE_TIMEOUT_S,
     GRADE_METHODS,
     GradeResult,
-    choice_letter,
     grade,
     grade_detailed,
     grade_timeout_count,
-    normalize_text,
     reset_grade_timeout_count,
-    yes_no,
+    warm_up,
 )
 from visplay.rewards.parse import (
     PARSE_ERRORS,
@@ -34,21 +34,26 @@ from visplay.rewards.parse import (
 from visplay.rewards.questioner import (
     UNCERTAINTY_FORMS,
     QuestionerReward,
+    ScoredQuestion,
     questioner_reward,
+    score_questions,
     uncertainty_reward,
 )
 from visplay.rewards.reasoner import ReasonerReward, reasoner_reward
-from visplay.rewards.vote import majority_vote, vote_distribution
+from visplay.rewards.vote import Vote, majority_vote, vote
 
 __all__ = [
     "DEFAULT_GRADE_TIMEOUT_S",
     "GRADE_METHODS",
     "PARSE_ERRORS",
     "UNCERTAINTY_FORMS",
+    "Vote",
     "GradeResult",
     "ParsedQuestion",
     "QuestionerReward",
     "ReasonerReward",
+    "ScoredQuestion",
+    "answer_key",
     "bleu_cluster_penalty",
     "bleu_distance_matrix",
     "choice_letter",
@@ -59,11 +64,14 @@ __all__ = [
     "majority_vote",
     "normalize_qtype",
     "normalize_text",
+    "parse_number",
     "parse_questioner_output",
     "questioner_reward",
     "reasoner_reward",
     "reset_grade_timeout_count",
+    "score_questions",
     "uncertainty_reward",
-    "vote_distribution",
+    "vote",
+    "warm_up",
     "yes_no",
 ]

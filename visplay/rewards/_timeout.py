@@ -6,7 +6,8 @@ Ray Data / Ray Serve worker threads. :class:`TimeoutRunner` instead runs the cal
 
 Limits a caller must know: Python cannot kill a thread, so a timed-out call keeps running in the background
 until it finishes (its worker is simply not reused until then, and a fresh worker serves the next call);
-daemon threads never block interpreter exit. A call that holds the GIL inside one C operation (e.g. CPython's
+daemon threads never block interpreter exit. At most ``max_stuck`` such abandoned calls may run at once:
+past that, :meth:`TimeoutRunner.call` gives up at once instead of starting one more thread. A call that holds the GIL inside one C operation (e.g. CPython's
 big-integer ``9**9**9``) freezes every thread, the waiting one included, so no thread-based timeout can stop
 it: such inputs must be rejected before the call (see ``visplay.rewards.grading``).
 """
@@ -22,7 +23,7 @@ from typing import Any
 class _Job:
     """One call handed to a worker: the function, its arguments, and where the outcome lands."""
 
-    __slots__ = ("fn", "args", "done", "result", "error")
+    __slots__ = ("fn", "args", "done", "result", "error", "finished", "abandoned")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn = fn
@@ -30,6 +31,8 @@ class _Job:
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.finished = False  # set under the runner's lock when fn has returned
+        self.abandoned = False  # set under the runner's lock when the caller stopped waiting first
 
 
 class _Worker(threading.Thread):
@@ -48,7 +51,7 @@ class _Worker(threading.Thread):
                 job.result = job.fn(*job.args)
             except BaseException as exc:  # handed back to the caller, who re-raises it
                 job.error = exc
-            keep_running = self._runner._offer_idle(self)
+            keep_running = self._runner._offer_idle(self, job)
             job.done.set()
             if not keep_running:
                 return
@@ -61,17 +64,25 @@ class TimeoutRunner:
     if available, else a new one). At most ``max_idle`` finished workers are kept for reuse.
     """
 
-    def __init__(self, max_idle: int = 8) -> None:
-        """Args: max_idle: how many idle worker threads to keep alive between calls (>= 0)."""
-        if max_idle < 0:
-            raise ValueError(f"max_idle must be >= 0, got {max_idle}")
-        self._max_idle = max_idle
+    def __init__(self, max_idle: int = 8, max_stuck: int = 4) -> None:
+        """Args:
+        max_idle: how many idle worker threads to keep alive between calls (>= 0).
+        max_stuck: how many timed-out calls may still be running before new calls are refused (>= 1).
+        """
+        if max_idle < 0 or max_stuck < 1:
+            raise ValueError(f"need max_idle >= 0 and max_stuck >= 1, got {max_idle}, {max_stuck}")
+        self._max_idle, self._max_stuck = max_idle, max_stuck
+        self.stuck = 0
+        """Timed-out calls still running now."""
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
 
-    def _offer_idle(self, worker: _Worker) -> bool:
+    def _offer_idle(self, worker: _Worker, job: _Job) -> bool:
         """Called by a worker after each job: True if it was kept for reuse, False if it should exit."""
         with self._lock:
+            job.finished = True
+            if job.abandoned:
+                self.stuck -= 1
             if len(self._idle) < self._max_idle:
                 self._idle.append(worker)
                 return True
@@ -96,7 +107,7 @@ class TimeoutRunner:
 
         Returns:
             ``(True, result)`` if ``fn`` finished in time; ``(False, None)`` if it did not (it keeps running
-            in the background and its result is dropped).
+            in the background and its result is dropped) or if ``max_stuck`` calls are already stuck.
 
         Raises:
             ValueError: if ``timeout_s`` is not positive.
@@ -104,10 +115,17 @@ class TimeoutRunner:
         """
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        with self._lock:
+            if self.stuck >= self._max_stuck:
+                return False, None
         job = _Job(fn, args)
         self._take_worker().inbox.put(job)
         if not job.done.wait(timeout_s):
-            return False, None
+            with self._lock:
+                if not job.finished:
+                    job.abandoned = True
+                    self.stuck += 1
+                    return False, None
         if job.error is not None:
             raise job.error
         return True, job.result

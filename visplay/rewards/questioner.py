@@ -1,9 +1,21 @@
-"""The Questioner's reward: uncertainty of the Reasoner on the question, minus a diversity penalty."""
+"""The Questioner's reward: uncertainty of the Reasoner on the question, minus a diversity penalty.
+
+:func:`score_questions` is the batch rule that generation (``ScoreQuestions``) and training
+(``QuestionerTask``) both call; :func:`questioner_reward` is its per-question part.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from visplay.rewards.diversity import bleu_cluster_penalty
+from visplay.rewards.vote import Vote, vote
+
+if TYPE_CHECKING:
+    from visplay.config import RewardConfig
 
 UNCERTAINTY_FORMS: tuple[str, ...] = ("paper", "code")
 
@@ -97,3 +109,53 @@ def questioner_reward(
     return QuestionerReward(
         total=float(total), uncertainty=float(uncertainty), diversity_penalty=float(penalty), valid=True
     )
+
+
+@dataclass(frozen=True)
+class ScoredQuestion:
+    """One Questioner output scored: its vote (None for an unparsed output) and its reward."""
+
+    vote: Vote | None
+    reward: QuestionerReward
+
+
+def score_questions(
+    questions: Sequence[str | None], answers: Sequence[Sequence[str | None]], settings: RewardConfig
+) -> list[ScoredQuestion]:
+    """The Questioner's reward for a batch of outputs: the one rule both generation and training use.
+
+    Args:
+        questions: per output, the parsed question, or None when the output did not parse; length n.
+        answers: per output, the Reasoner's extracted answers to it (``[]`` for unparsed ones); length n.
+        settings: ``uncertainty_form``, ``invalid_penalty``, ``clip_at_zero``, ``bleu_distance_threshold``
+            and ``diversity_weight`` (:class:`visplay.config.RewardConfig`).
+
+    Returns:
+        n :class:`ScoredQuestion`. Parsed questions get :func:`visplay.rewards.vote` of their answers and
+        ``questioner_reward(True, p, diversity_weight * penalty)``, the penalty being
+        :func:`visplay.rewards.bleu_cluster_penalty` over the *parsed questions of this batch* (the GRPO
+        batch in training, the stage's batch in generation); unparsed ones get ``invalid_penalty``.
+    """
+    if len(questions) != len(answers):
+        raise ValueError(f"{len(questions)} questions but {len(answers)} answer lists")
+    parsed = [i for i, q in enumerate(questions) if q is not None]
+    penalties = dict(
+        zip(
+            parsed,
+            bleu_cluster_penalty([questions[i] for i in parsed], settings.bleu_distance_threshold),
+            strict=True,
+        )
+    )
+    scored = []
+    for i, question in enumerate(questions):
+        result = vote(answers[i]) if question is not None else None
+        reward = questioner_reward(
+            question is not None,
+            result.p if result is not None else None,
+            settings.diversity_weight * penalties.get(i, 0.0),
+            form=settings.uncertainty_form,
+            invalid_penalty=settings.invalid_penalty,
+            clip_at_zero=settings.clip_at_zero,
+        )
+        scored.append(ScoredQuestion(result, reward))
+    return scored

@@ -1,67 +1,115 @@
-"""Majority voting over the Reasoner's answers: the silver label and the agreement rate ``p``.
+"""Majority voting over the Reasoner's answers: the silver label, its share ``p`` and the groups, at once.
 
-Answers are grouped by :func:`visplay.rewards.grade` equivalence (so ``0.5`` and ``\\frac{1}{2}`` vote
-together). Grouping is greedy in order of appearance: each answer joins the first existing group whose
-*representative* (the group's first-seen member) it grades equal to, else it starts a new group. ``grade`` is
-not guaranteed to be transitive, so comparing only with representatives is what makes the result well
-defined and reproducible.
+:func:`vote` groups answers into equivalence classes that depend on the *set* of answers, not their order:
+
+1. each answer gets its canonical key (:func:`visplay.rewards.forms.answer_key`); equal keys are one group;
+2. groups whose keys differ are merged when :func:`visplay.rewards.grade` says their representatives are
+   equal (``\\sqrt{2}/2`` and ``\\frac{1}{\\sqrt{2}}``), pairs taken in key order, and merging is closed
+   under transitivity (union-find), so the classes are a partition whatever order the answers came in;
+3. a class's representative is its most common verbatim answer (ties: the smallest key, then the smallest
+   string); classes are ranked by size, ties by representative key.
+
+A comparison that times out decides nothing: both answers' groups are left out of the vote (counted in
+``left_out`` and ``timeouts``), so ``p`` is the top class's share of the answers that were voted on.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from visplay.rewards.grading import DEFAULT_GRADE_TIMEOUT_S, grade
+from visplay.rewards.forms import AnswerKey, answer_key
+from visplay.rewards.grading import DEFAULT_GRADE_TIMEOUT_S, grade_detailed
 
 
-def vote_distribution(
-    answers: Sequence[str | None], *, timeout_s: float | None = DEFAULT_GRADE_TIMEOUT_S
-) -> list[tuple[str, int]]:
-    """Group equivalent answers and count them, for provenance and for :func:`majority_vote`.
+@dataclass(frozen=True)
+class Vote:
+    """One question's vote; ``silver``, ``p`` and ``groups`` come from the same grouping.
+
+    Attributes:
+        silver: the top class's representative, None if no answer was voted on.
+        p: the top class's size over the answers voted on (unparsed answers count; left-out ones do not).
+        groups: ``(representative, count)`` per class, largest first; counts add up to the parsed answers
+            that were not left out.
+        timeouts: comparisons that ran past the grading timeout.
+        left_out: answers left out because a comparison involving them timed out.
+    """
+
+    silver: str | None
+    p: float
+    groups: tuple[tuple[str, int], ...]
+    timeouts: int = 0
+    left_out: int = 0
+
+
+class _Classes:
+    """Union-find over indices ``0..n-1``; the root of a class is its smallest index (deterministic)."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        self.parent[max(a, b)] = min(a, b)
+
+
+def vote(answers: Sequence[str | None], *, timeout_s: float | None = DEFAULT_GRADE_TIMEOUT_S) -> Vote:
+    """Group equivalent answers and pick the silver label (module docstring).
 
     Args:
-        answers: one extracted answer per Reasoner sample; None or blank strings mean "no answer" and are
-            left out of every group.
-        timeout_s: per-comparison timeout handed to :func:`visplay.rewards.grade`.
+        answers: one extracted answer per Reasoner sample; None or blank = no answer (counted in ``p``'s
+            denominator, in no group).
+        timeout_s: per-comparison timeout handed to :func:`visplay.rewards.grade_detailed`.
 
     Returns:
-        ``[(representative, count), ...]`` sorted by count, largest first; groups with equal counts keep
-        the order in which their representative first appeared. Representatives are returned verbatim.
-        ``[]`` if no answer was given. The counts add up to the number of non-blank answers.
+        A :class:`Vote`. ``["A", None]`` → silver ``"A"``, p 0.5; ``[]`` or all blank → ``(None, 0.0, ())``.
     """
-    groups: list[list] = []  # [representative, count], in order of first appearance
+    by_key: dict[AnswerKey, Counter[str]] = {}
     for answer in answers:
-        if answer is None or not answer.strip():
+        key = answer_key(answer)
+        if key is not None:
+            by_key.setdefault(key, Counter())[answer] += 1
+    keys = sorted(by_key)
+    reps = [min(by_key[k], key=lambda a, c=by_key[k]: (-c[a], a)) for k in keys]
+    classes, timed_out, timeouts = _Classes(len(keys)), set(), 0
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            if "text" not in (keys[i][0], keys[j][0]) or classes.find(i) == classes.find(j):
+                continue  # two non-text keys that differ are different answers without asking sympy
+            result = grade_detailed(reps[j], reps[i], timeout_s=timeout_s)
+            if result.timed_out:
+                timeouts += 1
+                timed_out.update((i, j))
+            elif result.equal:
+                classes.union(i, j)
+    sizes: Counter[int] = Counter()
+    best: dict[int, int] = {}  # class root -> index of its most common key (ties: the smallest key)
+    for i, key in enumerate(keys):
+        if i in timed_out:
             continue
-        for group in groups:
-            if grade(answer, group[0], timeout_s=timeout_s):
-                group[1] += 1
-                break
-        else:
-            groups.append([answer, 1])
-    groups.sort(key=lambda group: -group[1])  # stable sort: ties stay in first-appearance order
-    return [(representative, count) for representative, count in groups]
+        root, count = classes.find(i), sum(by_key[key].values())
+        sizes[root] += count
+        if root not in best or count > sum(by_key[keys[best[root]]].values()):
+            best[root] = i
+    ranked = sorted(sizes, key=lambda root: (-sizes[root], keys[best[root]]))
+    groups = tuple((reps[best[root]], sizes[root]) for root in ranked)
+    left_out = sum(sum(by_key[keys[i]].values()) for i in timed_out)
+    voted_on = len(answers) - left_out
+    if not groups or voted_on <= 0:
+        return Vote(None, 0.0, (), timeouts, left_out)
+    return Vote(groups[0][0], groups[0][1] / voted_on, groups, timeouts, left_out)
 
 
 def majority_vote(
     answers: Sequence[str | None], *, timeout_s: float | None = DEFAULT_GRADE_TIMEOUT_S
 ) -> tuple[str | None, float]:
-    """The silver answer (majority group's representative) and its share ``p`` of ALL answers.
-
-    Tie rule: among equally large groups, the one whose representative appeared first wins
-    (``["B", "A", "A", "B"]`` → ``("B", 0.5)``).
-
-    Args:
-        answers: one extracted answer per Reasoner sample (None / blank = unparsed).
-        timeout_s: per-comparison timeout handed to :func:`visplay.rewards.grade`.
-
-    Returns:
-        ``(silver, p)`` with ``p = largest group size / len(answers)``: unparsed answers count in the
-        denominator, so ``["A", None]`` → ``("A", 0.5)``. ``(None, 0.0)`` if ``answers`` is empty or has no
-        parsed answer.
-    """
-    distribution = vote_distribution(answers, timeout_s=timeout_s)
-    if not distribution:
-        return None, 0.0
-    silver, count = distribution[0]
-    return silver, count / len(answers)
+    """``(silver, p)`` of :func:`vote`: ``["0.5", "\\frac{1}{2}", "1/2", "0.6"]`` → ``("0.5", 0.75)``."""
+    result = vote(answers, timeout_s=timeout_s)
+    return result.silver, result.p

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from visplay.config import GRPOConfig, SamplingConfig
+from visplay.rewards import warm_up
 from visplay.rl import agg_loss, group_advantages, kl_penalty, masked_mean, policy_loss, zero_variance_groups
 from visplay.train.policy import Sample, collate, completion_logprobs, load_policy
 from visplay.train.sync import TrainerWeightSync
@@ -99,6 +100,8 @@ def train_loop(config: dict) -> None:
     t0 = time.perf_counter()
     ref = load_policy(job.checkpoint)[0].eval().requires_grad_(False) if job.grpo.kl_coef > 0 else None
     setup_timings["load_ref"] = time.perf_counter() - t0
+    if rank == 0:
+        warm_up()  # rank 0 scores rollouts: the grader's imports happen here, not inside a timed verdict
     tokenizer = processor.tokenizer
     image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

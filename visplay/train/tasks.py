@@ -22,14 +22,7 @@ from visplay import prompts
 from visplay.config import RewardConfig, SamplingConfig
 from visplay.data.images import load_image
 from visplay.generation.outputs import count_rows, take_rows
-from visplay.rewards import (
-    bleu_cluster_penalty,
-    extract_boxed,
-    majority_vote,
-    parse_questioner_output,
-    questioner_reward,
-    reasoner_reward,
-)
+from visplay.rewards import extract_boxed, parse_questioner_output, reasoner_reward, score_questions
 from visplay.seeds import derive_seed
 from visplay.train.rollout import Rollout, RolloutRequest
 
@@ -114,34 +107,26 @@ class QuestionerTask:
             if answer_requests
             else []
         )
-        p_of = {
-            key: majority_vote([extract_boxed(t) for t in a.texts])[1]
-            for key, a in zip(flat, answers, strict=True)
-        }
-        penalty_list = bleu_cluster_penalty(
-            [parsed[i][j].question for i, j in flat], self.rewards.bleu_distance_threshold
+        answers_of = {key: [extract_boxed(t) for t in a.texts] for key, a in zip(flat, answers, strict=True)}
+        outputs = [(i, j, q) for i, group in enumerate(parsed) for j, q in enumerate(group)]
+        results = score_questions(
+            [q.question if q.ok else None for _, _, q in outputs],
+            [answers_of.get((i, j), []) for i, j, _ in outputs],
+            self.rewards,
         )
-        penalty_of = dict(zip(flat, penalty_list, strict=True))
-        rewards, parts = [], {"valid": [], "uncertainty": [], "diversity_penalty": [], "p": []}
-        for i, group in enumerate(parsed):
-            row = []
-            for j, q in enumerate(group):
-                r = questioner_reward(
-                    q.ok,
-                    p_of.get((i, j)),
-                    self.rewards.diversity_weight * penalty_of.get((i, j), 0.0),
-                    form=self.rewards.uncertainty_form,
-                    invalid_penalty=self.rewards.invalid_penalty,
-                    clip_at_zero=self.rewards.clip_at_zero,
-                )
-                row.append(r.total)
-                parts["valid"].append(float(r.valid))
-                if r.valid:
-                    parts["uncertainty"].append(r.uncertainty)
-                    parts["diversity_penalty"].append(r.diversity_penalty)
-                    parts["p"].append(p_of[(i, j)])
-            rewards.append(row)
-        return StepScore(rewards, {f"reward_{k}": float(np.mean(v)) if v else 0.0 for k, v in parts.items()})
+        rewards: list[list[float]] = [[] for _ in parsed]
+        parts = {"valid": [], "uncertainty": [], "diversity_penalty": [], "p": []}
+        timeouts = 0
+        for (i, _, _), result in zip(outputs, results, strict=True):
+            rewards[i].append(result.reward.total)
+            parts["valid"].append(float(result.reward.valid))
+            if result.vote is not None:
+                parts["uncertainty"].append(result.reward.uncertainty)
+                parts["diversity_penalty"].append(result.reward.diversity_penalty)
+                parts["p"].append(result.vote.p)
+                timeouts += result.vote.timeouts
+        metrics = {f"reward_{k}": float(np.mean(v)) if v else 0.0 for k, v in parts.items()}
+        return StepScore(rewards, metrics | {"grade_timeouts": float(timeouts)})
 
 
 @dataclass
@@ -186,7 +171,7 @@ class ReasonerTask:
     def score(self, step: int, requests: list[RolloutRequest], rollouts: list[Rollout]) -> StepScore:
         per_step = len(requests)
         golds = self.silver_for(step, per_step)
-        rewards, acc, fmt = [], [], []
+        rewards, acc, fmt, timeouts = [], [], [], 0
         for gold, rollout in zip(golds, rollouts, strict=True):
             row = []
             for text in rollout.texts:
@@ -194,7 +179,7 @@ class ReasonerTask:
                 row.append(r.total)
                 acc.append(r.accuracy)
                 fmt.append(r.format)
+                timeouts += r.timed_out
             rewards.append(row)
-        return StepScore(
-            rewards, {"reward_accuracy": float(np.mean(acc)), "reward_format": float(np.mean(fmt))}
-        )
+        metrics = {"reward_accuracy": float(np.mean(acc)), "reward_format": float(np.mean(fmt))}
+        return StepScore(rewards, metrics | {"grade_timeouts": float(timeouts)})
