@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pyarrow as pa
 import pytest
@@ -87,6 +88,29 @@ def _answered(question_id, question, answers, parse_ok=True, error=""):
         "r_completions": answers, "r_completion_token_ids": [[1]] * len(answers), "r_num_generated_tokens": len(answers),
         "r_sampling": "{}", "r_engine_ckpt": "r", "r_engine_error": error, "r_engine_seconds": 0.2,
     }  # fmt: skip
+
+
+def test_a_question_whose_vote_timed_out_is_dropped_and_counted(monkeypatch):
+    # math_verify stalls (a frozen machine): the two square-root spellings cannot be compared with each other
+    # or with "1" (3 comparisons, each past the 2 s limit), so the question is dropped as grade_timeout, not
+    # kept with a p that depends on the stall; the pass's counts carry the 3 timeouts.
+    import visplay.rewards.grading as grading
+    from visplay.generation.finalize import _partial_counts
+
+    release = threading.Event()
+    grading.warm_up()
+    monkeypatch.setattr(grading, "_math_equal", lambda pred, gold: release.wait(30))
+    try:
+        answers = [f"\\boxed{{{a}}}" for a in ["1", "\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}", "1"]]
+        out = ScoreQuestions(GenerationConfig(), RewardConfig())(
+            pa.Table.from_pylist([_answered("a", "how long is the diagonal of the square", answers)])
+        )
+    finally:
+        release.set()
+    row = out.to_pylist()[0]
+    assert (row["drop_reason"], row["grade_timeouts"], row["keep"]) == ("grade_timeout", 3, False)
+    counts = json.loads(_partial_counts(out)["counts"][0].as_py())
+    assert counts["grade_timeouts"] == 3 and counts["drops_grade_timeout"] == 1
 
 
 def test_score_questions_votes_rewards_and_drop_reasons():

@@ -9,8 +9,9 @@
 3. a class's representative is its most common verbatim answer (ties: the smallest key, then the smallest
    string); classes are ranked by size, ties by representative key.
 
-A comparison that times out decides nothing: both answers' groups are left out of the vote (counted in
-``left_out`` and ``timeouts``), so ``p`` is the top class's share of the answers that were voted on.
+A comparison that times out decides nothing: the answers whose ``text`` keys it had to read are left out of
+the vote (counted in ``left_out``, the comparison in ``timeouts``), so ``p`` is the top class's share of the
+answers that were voted on. Generation drops such a question (``grade_timeout``).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def vote(answers: Sequence[str | None], *, timeout_s: float | None = DEFAULT_GRA
             result = grade_detailed(reps[j], reps[i], timeout_s=timeout_s)
             if result.timed_out:
                 timeouts += 1
-                timed_out.update((i, j))
+                timed_out.update(k for k in (i, j) if keys[k][0] == "text")  # the side sympy had to read
             elif result.equal:
                 classes.union(i, j)
     sizes: Counter[int] = Counter()
