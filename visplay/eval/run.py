@@ -36,6 +36,7 @@ from visplay.eval.judge import Judge
 from visplay.eval.schema import LETTERS, EvalExample, Prediction
 from visplay.eval.scoring import BenchmarkReport, comparison_table, join_predictions, make_report, score_rows
 from visplay.generation.pipeline import Checkpoint, engine_stage
+from visplay.rewards import reset_grade_timeout_count, warm_up
 from visplay.seeds import derive_seed
 from visplay.world.corpus import GROUND_TRUTH_FILENAME, make_corpus
 
@@ -142,6 +143,7 @@ def evaluate(
     predictions = predict(cfg, model, [e for s in suites for e in s.examples])
     judge = _judge(cfg, out)
     reports = []
+    warm_up()  # the grader's imports happen before any verdict is timed
     for suite in suites:
         answered = [e for e in suite.examples if (suite.name, e.example_id) in predictions]
         if not answered:
@@ -149,8 +151,10 @@ def evaluate(
             continue
         preds = [predictions[(suite.name, e.example_id)] for e in answered]
         judge_rows = judge.judge_pairs(join_predictions(answered, preds)) if judge is not None else None
+        reset_grade_timeout_count()
         report = make_report(score_rows(answered, preds), judge_rows=judge_rows)
         report.extra["text_only_not_answered"] = float(len(suite.examples) - len(answered))
+        report.extra["grade_timeouts"] = float(reset_grade_timeout_count())  # comparisons scored 0 by timeout
         reports.append(report)
     _write(out, reports, predictions)
     log.info("evaluation of %s:\n%s", model.version[:12], comparison_table(reports))
