@@ -60,6 +60,8 @@ def _row(example: EvalExample, score: float | None, version: str = "m0") -> Scor
         ("Reasoning...\n\n**Final answer: 42**\n", "42"),
         ("Thus, the answer: yes", "yes"),
         ("", ""),
+        ("so the total is \\boxed{12", ""),  # cut at max_tokens inside the box: no answer (was "12")
+        ("\\boxed{1} then \\boxed{2", ""),  # the last box is truncated: not the earlier one either
     ],
 )
 def test_extract_answer(text, answer):

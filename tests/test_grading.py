@@ -132,6 +132,9 @@ def test_normalisation_is_linear():
     start = time.perf_counter()
     assert strip_wrappers(deep) == "x"
     grade_detailed(deep, "x", timeout_s=60)
+    # Inputs that make regexes backtrack, at the longest answer given a number key (MAX_ANSWER_CHARS):
+    for hostile in ["1" + " ab" * 333 + "!", "1" + "," * 999, "1 000" * 200, "$" * 999 + "1", "{" * 999]:
+        answer_key(hostile)
     assert time.perf_counter() - start < 0.5
 
 
@@ -162,6 +165,9 @@ def stalled_sympy(monkeypatch):
     monkeypatch.setattr(grading, "_math_equal", lambda pred, gold: release.wait(30))
     yield
     release.set()
+    deadline = time.monotonic() + 10
+    while grading._RUNNER.stuck and time.monotonic() < deadline:  # the abandoned calls return at once now
+        time.sleep(0.01)
 
 
 def test_a_timed_out_comparison_leaves_the_answers_out_of_the_vote(stalled_sympy):
@@ -256,3 +262,29 @@ def test_agreement_with_the_math_verify_suite_on_bare_answers():
     assert len(cases) == 124
     assert set(disagreements) == set(KNOWN_DISAGREEMENTS)
     assert agreement >= 0.98
+
+
+def test_reasoner_phase_counts_grade_timeouts_in_its_step_metrics(stalled_sympy, tmp_path):
+    # Two kept questions whose silver labels need math_verify; four rollouts each, all boxed: every
+    # comparison stalls → accuracy 0 and grade_timeouts = 8 in the step's metrics (what GRPO logs to MLflow).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from visplay.train.rollout import Rollout
+    from visplay.train.tasks import ReasonerTask
+
+    table = pa.table(
+        {
+            "question": ["q1", "q2"],
+            "silver": ["\\sqrt{2}/2", "\\sqrt{3}"],
+            "source": ["s1", "s2"],
+            "image_id": ["a", "b"],
+        }
+    )
+    (tmp_path / "questions").mkdir()
+    pq.write_table(table, tmp_path / "questions" / "part-0.parquet")
+    task = ReasonerTask(str(tmp_path / "questions"), RewardConfig(), seed=0)
+    texts = ["\\boxed{\\frac{1}{\\sqrt{2}}}"] * 4
+    rollouts = [Rollout(texts, [[1]] * 4, [1], "v") for _ in range(2)]
+    score = task.score(0, [None, None], rollouts)
+    assert score.components["grade_timeouts"] == 8.0 and score.components["reward_accuracy"] == 0.0
