@@ -127,3 +127,36 @@ def test_local_paths_become_absolute_for_workers_in_other_directories(tmp_path):
     assert out.serve.checkpoint == str(tmp_path / "ckpt" / "final")
     assert out.corpus.path == "s3://bucket/images"  # URIs are left alone
     assert with_absolute_paths(out, base="/elsewhere") == out  # absolute paths do not move
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [("questioner_grpo.lr=inf", "questioner_grpo.lr"), ("rewards.invalid_penalty=nan", "rewards.invalid_penalty"),
+     ("rewards.invalid_penalty=-inf", "rewards.invalid_penalty"), ("generation.p_low=nan", "generation.p_low")],
+)  # fmt: skip
+def test_nan_and_inf_are_refused_everywhere(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs", "a/b", "..", ".hidden", ""])
+def test_a_run_name_cannot_leave_out_dir(name):
+    with pytest.raises(ConfigError, match="name"):
+        load_config(None, [f"name={name}"])
+
+
+def test_ensure_heldout_split_deletes_nothing_it_did_not_draw(tmp_path):
+    from visplay.eval.run import ensure_heldout_split
+
+    mistyped = tmp_path / "my_photos"
+    mistyped.mkdir()
+    (mistyped / "holiday.jpg").write_bytes(b"precious")
+    cfg = load_config(None, [f"eval.synthetic_path={mistyped}", "eval.synthetic_n=2"])
+    with pytest.raises(FileExistsError, match="my_photos"):
+        ensure_heldout_split(cfg)
+    assert (mistyped / "holiday.jpg").read_bytes() == b"precious"
+    # A new folder: drawn beside it under a hidden name, renamed into place; a second call reuses it.
+    cfg = load_config(None, [f"eval.synthetic_path={tmp_path / 'heldout'}", "eval.synthetic_n=2"])
+    truth = ensure_heldout_split(cfg)
+    assert truth.is_file() and not (tmp_path / ".heldout.partial").exists()
+    assert ensure_heldout_split(cfg) == truth

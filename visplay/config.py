@@ -20,9 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 class _Section(BaseModel):
-    """Base of every config section: unknown keys are errors, field docstrings become descriptions."""
+    """Base of every config section: unknown keys are errors, NaN and inf are refused in every float field,
+    field docstrings become descriptions."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_assignment=True, allow_inf_nan=False
+    )
 
 
 class TinyModelConfig(_Section):
@@ -451,8 +454,9 @@ class MLflowConfig(_Section):
 class Config(_Section):
     """The whole system: one run of a job."""
 
-    name: str = "tiny-cpu"
-    """Run name; outputs land in `out_dir`/`name`."""
+    name: str = Field("tiny-cpu", pattern=r"^[^./\\][^/\\]*$")
+    """Run name; outputs land in `out_dir`/`name` (one folder name: no ``/`` or ``\\``, no leading ``.``, so it
+    cannot leave `out_dir`)."""
     out_dir: str = "runs"
     """Root of all outputs."""
     seed: int = 0

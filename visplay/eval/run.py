@@ -77,13 +77,28 @@ def load_suites(cfg: Config, only: list[str] | None = None) -> list[Suite]:
 
 
 def ensure_heldout_split(cfg: Config) -> Path:
-    """The held-out synthetic split's ground-truth file, generated when missing (an interrupted one: again)."""
+    """The held-out synthetic split's ground-truth file, generated when missing.
+
+    It is drawn into a hidden sibling folder (``.<name>.partial``, the only thing ever deleted here: an
+    interrupted draw) and renamed into place when complete. A folder at ``eval.synthetic_path`` that has
+    files but no ground truth is not ours (a mistyped path): it is left alone and named in the error.
+    """
     root = Path(cfg.eval.synthetic_path)
     truth = root / GROUND_TRUTH_FILENAME
-    if not truth.is_file():
-        shutil.rmtree(root, ignore_errors=True)
-        log.info("generating the held-out synthetic split: %d scenes under %s", cfg.eval.synthetic_n, root)
-        make_corpus(root, cfg.eval.synthetic_n, cfg.eval.synthetic_seed, split="heldout")
+    if truth.is_file():
+        return truth
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(
+            f"eval.synthetic_path {root} exists and holds no {GROUND_TRUTH_FILENAME}: it is not a held-out "
+            "split this project drew; point eval.synthetic_path at a new folder (nothing was deleted)"
+        )
+    partial = root.with_name(f".{root.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    log.info("generating the held-out synthetic split: %d scenes under %s", cfg.eval.synthetic_n, root)
+    make_corpus(partial, cfg.eval.synthetic_n, cfg.eval.synthetic_seed, split="heldout")
+    if root.exists():
+        root.rmdir()  # empty (checked above)
+    partial.rename(root)
     return truth
 
 
