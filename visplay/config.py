@@ -271,6 +271,9 @@ class GRPOConfig(_Section):
     """``broadcast``: seconds any side waits for the others in a collective before failing."""
     save_every: int = Field(2, ge=1)
     """Write resumable training state every this many steps."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """Newest ``state/step_*`` training states kept per phase; older ones are removed once a newer one is
+    durable and named in ``latest.json`` (a ZeRO-3 state of a 7B model is ~100 GB). ``final/`` always stays."""
     zero_stage: Literal[2, 3] = 2
     """DeepSpeed ZeRO stage."""
     offload_optimizer: bool = False

@@ -109,6 +109,8 @@ def train_loop(config: dict) -> None:
     sync = TrainerWeightSync(job.rollout_actors, job.grpo, rank)
     start = 0
     marker = state_dir / "latest.json"
+    if rank == 0:
+        drop_torn_metrics_line(out / METRICS_FILE)
     if marker.is_file():
         saved = json.loads(marker.read_text())
         engine.load_checkpoint(str(state_dir), tag=saved["tag"])
@@ -161,7 +163,7 @@ def train_loop(config: dict) -> None:
         metrics |= dict(zip(["loss", "kl", "clip_frac", "approx_kl", "entropy"], local.tolist(), strict=True))
         metrics |= {f"time_{k}": v for k, v in timings.items()}
         if (step + 1) % job.grpo.save_every == 0 or step + 1 == job.grpo.steps:
-            _save_state(engine, state_dir, step + 1, rank)
+            _save_state(engine, state_dir, step + 1, rank, job.grpo.keep_checkpoints)
         if rank == 0:
             _log_metrics(job, metrics, step + 1)
             log.info("%s step %d/%d %s", job.role, step + 1, job.grpo.steps, _fmt(metrics))
@@ -261,8 +263,9 @@ def deepspeed_config(grpo: GRPOConfig) -> dict:
     }
 
 
-def _save_state(engine, state_dir: Path, step: int, rank: int) -> None:
-    """DeepSpeed state of `step` (all ranks), then the marker naming it (rank 0, atomic rename)."""
+def _save_state(engine, state_dir: Path, step: int, rank: int, keep: int) -> None:
+    """DeepSpeed state of `step` (all ranks), then the marker naming it (rank 0, atomic rename), then the
+    states beyond the ``keep`` newest removed (:func:`prune_states`)."""
     import torch.distributed as dist
 
     tag = f"step_{step}"
@@ -272,6 +275,44 @@ def _save_state(engine, state_dir: Path, step: int, rank: int) -> None:
         tmp = state_dir / "latest.json.tmp"
         tmp.write_text(json.dumps({"step": step, "tag": tag}))
         tmp.replace(state_dir / "latest.json")
+        prune_states(state_dir, keep)
+    dist.barrier()
+
+
+def prune_states(state_dir: Path, keep: int) -> list[str]:
+    """Remove all but the ``keep`` newest ``step_*`` states, never the one ``latest.json`` names; returns the
+    removed tags. Called after the marker naming the newest state was atomically replaced, so a kill at any
+    point leaves ``latest.json`` naming a complete state."""
+    import shutil
+
+    latest = json.loads((state_dir / "latest.json").read_text())["tag"]
+    states = sorted(
+        (p for p in state_dir.glob("step_*") if p.is_dir() and p.name[5:].isdigit()),
+        key=lambda p: int(p.name[5:]),
+    )
+    removed = [p.name for p in states[:-keep] if p.name != latest]
+    for name in removed:
+        shutil.rmtree(state_dir / name)
+    if removed:
+        log.info("removed old training states %s (keep_checkpoints=%d)", removed, keep)
+    return removed
+
+
+def drop_torn_metrics_line(path: Path) -> bool:
+    """Cut a last line of ``metrics.jsonl`` that a kill or a full disk left without its newline (it would make
+    every later read fail once the next step appends after it); True if one was dropped, with a warning."""
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    keep = data[: data.rfind(b"\n") + 1]
+    log.warning(
+        "%s: dropped a torn last line (%d bytes) left by an interrupted write", path, len(data) - len(keep)
+    )
+    with open(path, "r+b") as f:
+        f.truncate(len(keep))
+    return True
 
 
 def _save_hf(engine, processor, final: Path, job: GRPOJob) -> None:
