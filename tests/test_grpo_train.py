@@ -93,6 +93,7 @@ def test_toy_reward_rises_and_the_phase_is_synced_and_logged(
             "lr": 3e-4,
             "kl_coef": 0.05,
             "weight_sync": "broadcast",
+            "mini_batch_size": 16,  # 32 rollouts a step: two updates, the second off-policy
         }
     )
     tracking.setup(cfg)
@@ -111,6 +112,9 @@ def test_toy_reward_rises_and_the_phase_is_synced_and_logged(
     first, last = sum(curve[:WINDOW]) / WINDOW, sum(curve[-WINDOW:]) / WINDOW
     print(f"\ntoy reward: first {WINDOW} steps {first:.3f}, last {WINDOW} steps {last:.3f}; curve {curve}")
     assert last >= first + 0.25, curve
+    # The PPO ratio is real: each step's second update sees a policy the first one moved.
+    clip = [m["clip_frac"] for m in result.step_metrics]
+    assert max(clip) > 0, clip
 
     # Parameters changed, and the final checkpoint is a loadable HF directory with a new version.
     assert _weights_differ(Path(result.checkpoint), Path(bootstrapped_model)) > 0

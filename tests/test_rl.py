@@ -434,3 +434,59 @@ def test_token_logprobs_and_entropy_random_vs_reference():
     assert torch.allclose(bf16.float(), want.float(), atol=0.15, rtol=0.02)
     with pytest.raises(ValueError, match="align"):
         token_logprobs(logits, tokens[:, :4])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PPO schedule: old log-probs before the updates, later mini-batches off-policy and clipped
+# ---------------------------------------------------------------------------------------------------------
+def _toy_schedule(batches, epochs, lr):
+    """A two-token policy (logits theta, one position) trained by SGD through visplay.rl.ppo.run_updates."""
+    from visplay.rl.ppo import run_updates
+
+    theta = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.SGD([theta], lr=lr)
+
+    def forward(batch):
+        tokens, _ = batch
+        return torch.log_softmax(theta, dim=0)[tokens].unsqueeze(1), None  # [b, 1]
+
+    def loss(batch, current, old_logp):
+        _, advantages = batch
+        value, pg = policy_loss(current[0], old_logp, advantages, torch.ones_like(old_logp), 0.2, 0.28)
+        return value, (value.item(), pg.clip_frac.item())
+
+    def update(value):
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+
+    return run_updates(batches, epochs, forward, loss, update), theta.detach()
+
+
+def test_the_second_mini_batch_is_off_policy_and_clipped():
+    # Two mini-batches of one sample each: token 0, advantage +1. Old log-prob (before any update) log 1/2.
+    # Update 1 (on-policy): ratio 1, loss -1, nothing clipped; d(-ratio)/d theta = -(1 - p0, -p1) =
+    # (-1/2, +1/2), so SGD with lr = ln 3 moves theta to (ln3/2, -ln3/2): p0 = e^{ln3}/(e^{ln3}+1) = 3/4.
+    # Update 2: ratio = (3/4)/(1/2) = 1.5 > 1 + 0.28 → the clipped term -1.28 is active: loss -1.28,
+    # clip_frac 1, no gradient (theta stays).
+    sample = (torch.tensor([0]), torch.tensor([1.0]))
+    figures, theta = _toy_schedule([sample, sample], epochs=1, lr=math.log(3))
+    assert figures == [pytest.approx((-1.0, 0.0)), pytest.approx((-1.28, 1.0))]
+    assert theta.tolist() == pytest.approx([math.log(3) / 2, -math.log(3) / 2], abs=1e-6)
+    # A second epoch replays both against the same old log-probs: both clipped now.
+    figures, _ = _toy_schedule([sample, sample], epochs=2, lr=math.log(3))
+    assert [f[1] for f in figures] == [0.0, 1.0, 1.0, 1.0]
+    # One update per step (the old behaviour): ratio 1, never clipped, whatever the step size.
+    both = (torch.tensor([0, 0]), torch.tensor([1.0, 1.0]))
+    figures, _ = _toy_schedule([both], epochs=1, lr=math.log(3))
+    assert figures == [pytest.approx((-1.0, 0.0))]
+
+
+def test_minibatch_count_and_even_split():
+    from visplay.rl.ppo import minibatch_count, split_even
+
+    assert minibatch_count(32, 2, 16) == 2  # 32 rollouts, 16 per update
+    assert minibatch_count(32, 2, None) == 1
+    assert minibatch_count(3, 2, 1) == 2  # a rank holds at most 2 of 3: no rank gets an empty mini-batch
+    assert split_even([1, 2, 3, 4, 5], 2) == [[1, 2, 3], [4, 5]]
+    assert split_even([1], 2) == [[1], []]

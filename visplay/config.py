@@ -249,6 +249,12 @@ class GRPOConfig(_Section):
     """Coefficient of the KL-to-reference loss term (0 disables the reference model)."""
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator."""
+    ppo_epochs: int = Field(1, ge=1)
+    """Passes over a step's rollouts (``visplay.rl.ppo``). Every update after the step's first is off-policy,
+    which is where the clip range acts."""
+    mini_batch_size: int | None = Field(None, ge=1)
+    """Rollouts per optimizer update, counted over all workers (None: the whole step in one update, ratio 1,
+    the clip inactive). ``prompts_per_step x group_size / mini_batch_size`` updates per epoch (EasyR1: 4)."""
     clip_low: float = Field(0.2, gt=0, lt=1)
     """PPO lower clip (ratio >= 1 - clip_low)."""
     clip_high: float = Field(0.28, gt=0)

@@ -33,6 +33,7 @@ import torch
 from visplay.config import GRPOConfig, SamplingConfig
 from visplay.rewards import warm_up
 from visplay.rl import agg_loss, group_advantages, kl_penalty, masked_mean, policy_loss, zero_variance_groups
+from visplay.rl.ppo import minibatch_count, run_updates, split_even
 from visplay.train.policy import Sample, collate, completion_logprobs, load_policy
 from visplay.train.sync import TrainerWeightSync
 
@@ -130,18 +131,23 @@ def train_loop(config: dict) -> None:
         timings |= timings_0
 
         t0 = time.perf_counter()
-        mine = samples[rank::world] or [
-            Sample(samples[0].prompt_ids, samples[0].completion_ids, samples[0].image, 0.0, 0.0)
+        # PPO: this rank's share in mini-batches (the same count on every rank; an idle slot trains on a
+        # zero-weight copy), old log-probs before any update, then ppo_epochs x mini-batches of updates.
+        idle = Sample(samples[0].prompt_ids, samples[0].completion_ids, samples[0].image, 0.0, 0.0)
+        parts = minibatch_count(len(samples), world, job.grpo.mini_batch_size)
+        batches = [
+            collate(chunk or [idle], processor.image_processor, image_token_id, pad_id)
+            for chunk in split_even(samples[rank::world], parts)
         ]
-        batch = collate(mine, processor.image_processor, image_token_id, pad_id)
         # Every group tied and no KL term: the loss has no gradient, and an AdamW step on a zero gradient
         # would still move the weights (momentum, weight decay). Such a step is measured, not applied.
         skip = metrics["update_skipped"] > 0
         with torch.no_grad() if skip else contextlib.nullcontext():
-            loss, kl, pg, entropy = _loss(engine, ref, batch, job.grpo)
-        if not skip:
-            engine.backward(loss)
-            engine.step()
+            figures = run_updates(
+                batches, 1 if skip else job.grpo.ppo_epochs, lambda b: completion_logprobs(engine, b),
+                lambda b, current, old: _loss(ref, b, current, old, job.grpo),
+                (lambda loss: None) if skip else lambda loss: _apply(engine, loss),
+            )  # fmt: skip
         timings["update"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -149,15 +155,7 @@ def train_loop(config: dict) -> None:
             sync.push(engine, f"{job.version}+{job.role}-step{step + 1}")
         timings["sync"] = time.perf_counter() - t0
 
-        local = torch.tensor(
-            [
-                loss.item(),
-                kl.item(),
-                pg.clip_frac.item(),
-                pg.approx_kl.item(),
-                masked_mean(entropy, (batch.completion_mask > 0).float()).item(),
-            ]
-        )
+        local = torch.tensor(figures).mean(0)  # over this rank's updates
         dist.all_reduce(local)
         local /= world
         metrics |= dict(zip(["loss", "kl", "clip_frac", "approx_kl", "entropy"], local.tolist(), strict=True))
@@ -177,13 +175,19 @@ def train_loop(config: dict) -> None:
     dist.barrier()
 
 
-def _loss(engine, ref, batch, grpo: GRPOConfig):
-    """(loss, KL term, policy-loss metrics, token entropy) of one shard: clipped policy loss on the policy's
-    log-probs (one update per batch, so old = current, detached) + kl_coef x KL to the reference."""
-    logp, entropy = completion_logprobs(engine, batch)
+def _apply(engine, loss: torch.Tensor) -> None:
+    """One optimizer update under DeepSpeed."""
+    engine.backward(loss)
+    engine.step()
+
+
+def _loss(ref, batch, current, old_logp: torch.Tensor, grpo: GRPOConfig):
+    """(loss, [loss, KL term, clip_frac, approx_kl, token entropy]) of one mini-batch: the clipped policy loss
+    of the current log-probs against those of the policy that sampled, + kl_coef x KL to the reference."""
+    logp, entropy = current
     mask = batch.completion_mask
     loss, pg = policy_loss(
-        logp, logp.detach(), batch.advantages, mask, clip_low=grpo.clip_low, clip_high=grpo.clip_high,
+        logp, old_logp, batch.advantages, mask, clip_low=grpo.clip_low, clip_high=grpo.clip_high,
         dual_clip=grpo.dual_clip, agg=grpo.loss_agg,
     )  # fmt: skip
     kl = torch.zeros(())
@@ -192,7 +196,8 @@ def _loss(engine, ref, batch, grpo: GRPOConfig):
             ref_logp, _ = completion_logprobs(ref, batch)
         kl = agg_loss(kl_penalty(logp, ref_logp, grpo.kl_kind), mask, grpo.loss_agg)
         loss = loss + grpo.kl_coef * kl
-    return loss, kl, pg, entropy
+    figures = [loss.item(), kl.item(), pg.clip_frac.item(), pg.approx_kl.item()]
+    return loss, [*figures, masked_mean(entropy, (mask > 0).float()).item()]
 
 
 def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float]):
