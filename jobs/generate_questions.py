@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"questions {summary.questions} = {summary.kept} kept + {summary.dropped} dropped {summary.drops_by_reason}"
     )
-    print(f"duplicate images {summary.duplicate_image}; shards {summary.shards} ({summary.shards_run} run now)")
+    print(
+        f"duplicate images {summary.duplicate_image}; shards {summary.shards} ({summary.shards_run} run now)"
+    )
     print(f"parse rate {summary.parse_rate:.2f}  p histogram {summary.p_histogram}  outputs in {out_dir}")
     ray.shutdown()
     return 0
