@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], help="HF checkpoint to evaluate (repeatable)")
     parser.add_argument("--benchmarks", default=None, help="comma-separated subset of the configured ones")
     args, rest = parser.parse_known_args(argv)
-    cfg = runtime.start_job("evaluate", rest)
+    cfg = runtime.start_job("evaluate", rest, reads_run=True)
     only = args.benchmarks.split(",") if args.benchmarks else None
     paths = [str(Path(m).resolve()) for m in args.model] or [ensure_base_model(cfg)[0]]
     for path in paths:

@@ -36,7 +36,7 @@ log = logging.getLogger("visplay.serve")
 
 def main(argv: list[str] | None = None) -> int:
     # --- setup -------------------------------------------------------------------------------------
-    cfg = runtime.start_job("serve", argv)
+    cfg = runtime.start_job("serve", argv, reads_run=True)
     model = resolve_model(cfg)
     log.info(
         "serving %s (checkpoint id %s, iteration %s)",

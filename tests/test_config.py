@@ -160,3 +160,15 @@ def test_ensure_heldout_split_deletes_nothing_it_did_not_draw(tmp_path):
     truth = ensure_heldout_split(cfg)
     assert truth.is_file() and not (tmp_path / ".heldout.partial").exists()
     assert ensure_heldout_split(cfg) == truth
+
+
+def test_jobs_that_only_read_a_run_keep_its_config(tmp_path):
+    from visplay.runtime import job_config_path
+
+    cfg = load_config(None, [f"out_dir={tmp_path}", "name=run"])
+    assert job_config_path(cfg, "evolve", reads_run=False) == tmp_path / "run" / "config.yaml"
+    assert job_config_path(cfg, "serve", reads_run=True) == tmp_path / "run" / "serve.config.yaml"
+    assert job_config_path(cfg, "generate questions", reads_run=False).name == "config.yaml"
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    for job in ("serve", "evaluate"):  # the read-only jobs say so when they start
+        assert "reads_run=True" in (jobs / f"{job}.py").read_text(), job

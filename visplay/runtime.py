@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -62,12 +63,21 @@ def init_ray(cfg: Config) -> None:
     log.info("ray: %s", ray.cluster_resources())
 
 
-def start_job(description: str, argv: list[str] | None = None) -> Config:
-    """Parse, log, seed, save the resolved config under the run directory, start Ray; returns the config."""
+def job_config_path(cfg: Config, description: str, reads_run: bool) -> Path:
+    """Where a job saves its resolved config: ``<run>/config.yaml`` for jobs that write the run; a job that
+    only reads it (serve, evaluate) saves ``<run>/<job>.config.yaml`` and leaves the run's own config alone."""
+    if not reads_run:
+        return cfg.run_dir / "config.yaml"
+    return cfg.run_dir / f"{'-'.join(description.lower().split())}.config.yaml"
+
+
+def start_job(description: str, argv: list[str] | None = None, *, reads_run: bool = False) -> Config:
+    """Parse, log, seed, save the resolved config under the run directory (:func:`job_config_path`), start
+    Ray; returns the config. ``reads_run``: the job only reads an existing run (serve, evaluate)."""
     cfg = with_absolute_paths(parse_config(description, argv))  # workers run in other directories
     setup_logging()
     seed_everything(cfg.seed)
-    path = save_config(cfg, cfg.run_dir / "config.yaml")
+    path = save_config(cfg, job_config_path(cfg, description, reads_run))
     log.info("%s: run %s, seed %d, resolved config at %s", description, cfg.name, cfg.seed, path)
     init_ray(cfg)
     interrupt_on_sigterm()
