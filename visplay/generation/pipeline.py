@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -250,6 +251,21 @@ def load_or_make_plan(cfg: Config, out_dir: Path, fingerprint: str, settings: di
     return plan
 
 
+HOLD_AFTER_FIRST_SHARD_ENV = "VISPLAY_TEST_HOLD_AFTER_FIRST_SHARD_S"
+"""Fault injection for tests: seconds the driver holds right after marking its first shard, so a kill
+lands mid-pass whatever the machine's speed (shards often finish in one burst). Unset in real runs."""
+
+
+def _first_marked(started: float) -> float:
+    """Seconds since ``started`` at the first shard marker (then the test hold, if one is set)."""
+    seconds = time.perf_counter() - started
+    hold = float(os.environ.get(HOLD_AFTER_FIRST_SHARD_ENV, "0") or 0)
+    if hold > 0:
+        log.warning("%s=%s: holding after the first shard", HOLD_AFTER_FIRST_SHARD_ENV, hold)
+        time.sleep(hold)
+    return seconds
+
+
 def run_generation(
     cfg: Config, out_dir: str | Path, questioner: Checkpoint, reasoner: Checkpoint
 ) -> GenerationSummary:
@@ -301,14 +317,14 @@ def run_generation(
                 if ledger.try_finish(waiting[0]) is None:
                     break  # not complete yet (should not happen in order): asked again on the next batch
                 waiting.pop(0)
-                first_shard_seconds = first_shard_seconds or time.perf_counter() - started
+                first_shard_seconds = first_shard_seconds or _first_marked(started)
         for shard in waiting:  # the last shards, shards of rejects only, any checked too early
             if ledger.try_finish(shard) is None:
                 raise RuntimeError(
                     f"shard {shard} of {out_dir}: its items did not all reach a part file after the pass "
                     "(an image lost in the pipeline); rerun to redo that shard"
                 )
-            first_shard_seconds = first_shard_seconds or time.perf_counter() - started
+            first_shard_seconds = first_shard_seconds or _first_marked(started)
         ray.kill(claims)
 
     # --- step 2: corpus-wide dedup and cap, final tables -------------------------------------------------
