@@ -121,7 +121,7 @@ def test_answer_variety_counts_distinct_boxed_answers_per_skill(tmp_path: Path) 
 def _run(arm: str, seed: int, acc: list[float], skills: dict[str, float]) -> RunResult:
     return RunResult(
         arm=arm, seed=seed, accuracy=acc, per_skill=[skills, skills], questions=[8], kept=[4],
-        p_values=[[0.5, 1.0]], questioner_reward=[0.25], reasoner_reward=[0.5], distinct_share=[1.0],
+        p_histogram=[[0, 0, 0, 0, 0, 1, 0, 0, 0, 1]], p_mean=[0.75], questioner_reward=[0.25], reasoner_reward=[0.5], distinct_share=[1.0],
     )  # fmt: skip
 
 

@@ -7,7 +7,8 @@ shards of 1 item:
      same pass resumed here, while one engine actor's process is SIGKILLed mid-run (Ray restarts the actor
      and retries its batch). Only the unfinished shards are redone, and the final tables equal run A's
      row for row (per-row seeds make sampling independent of which actor or which run served the row),
-     which is also the "same seed, same questions and answers" check.
+     which is also the "same seed, same questions and answers" check. A file left in questions/ by a
+     step 2 that died midway does not survive the resumed step 2.
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ def test_pipeline_runs_end_to_end_survives_a_killed_engine_and_is_reproducible(
     marked_before = len(list((pass_dir / "shards").glob("shard_*.json")))
     assert marked_before == 1, marked_before  # killed while holding after its first marker
     assert not (pass_dir / "final.json").exists()
+    # As if an earlier step 2 had died while writing: its file must not survive into the final tables.
+    (pass_dir / "questions").mkdir()
+    pq.write_table(kept.slice(0, 1), pass_dir / "questions" / "part-999999.parquet")
 
     result: dict = {}
     worker = threading.Thread(

@@ -95,7 +95,7 @@ def test_a_question_whose_vote_timed_out_is_dropped_and_counted(monkeypatch):
     # or with "1" (3 comparisons, each past the 2 s limit), so the question is dropped as grade_timeout, not
     # kept with a p that depends on the stall; the pass's counts carry the 3 timeouts.
     import visplay.rewards.grading as grading
-    from visplay.generation.finalize import _partial_counts
+    from visplay.generation.finalize import partial_counts
 
     release = threading.Event()
     grading.warm_up()
@@ -109,7 +109,7 @@ def test_a_question_whose_vote_timed_out_is_dropped_and_counted(monkeypatch):
         release.set()
     row = out.to_pylist()[0]
     assert (row["drop_reason"], row["grade_timeouts"], row["keep"]) == ("grade_timeout", 3, False)
-    counts = json.loads(_partial_counts(out)["counts"][0].as_py())
+    counts = partial_counts(out)
     assert counts["grade_timeouts"] == 3 and counts["drops_grade_timeout"] == 1
 
 

@@ -30,7 +30,8 @@ def test_p_histogram_bins_are_half_open_and_p_one_lands_in_the_last_bin():
 
 def _record(it=1) -> IterationRecord:
     return IterationRecord(
-        iteration=it, questions=8, kept=3, p_values=[0.25, 0.5, 0.5, 1.0], questioner_reward=[0.1, 0.3],
+        iteration=it, questions=8, kept=3, answered=4, p_histogram=p_histogram([0.25, 0.5, 0.5, 1.0]),
+        p_mean=0.5625, questioner_reward=[0.1, 0.3],
         reasoner_reward=[], eval_scores={}, seconds={"generate": 12.4},
     )  # fmt: skip
 
@@ -69,7 +70,10 @@ def test_collect_reads_p_of_answered_questions_from_both_tables(tmp_path):
         [{"step": 1, "reward_mean": 0.2}], [{"step": 1, "reward_mean": 0.4}, {"step": 2, "reward_mean": 0.6}],
     )  # fmt: skip
     assert (record.iteration, record.questions, record.kept) == (3, 5, 2)
-    assert record.p_values == [0.5, 0.75, 1.0, 0.125]  # the unparsed question has no p
+    # The unparsed question has no p: 4 answered, p = 0.5 -> bin 5, 0.75 -> 7, 1.0 -> 9, 0.125 -> 1;
+    # mean (0.5 + 0.75 + 1.0 + 0.125) / 4 = 2.375 / 4 = 0.59375.
+    assert (record.answered, record.p_mean) == (4, 0.59375)
+    assert record.p_histogram == [0, 1, 0, 0, 0, 1, 0, 1, 0, 1]
     assert record.questioner_reward == [0.2] and record.reasoner_reward == [0.4, 0.6]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from visplay.generation.outputs import read_columns
 from visplay.phases import Phase
-from visplay.report import load_history, p_histogram
+from visplay.report import HIST_BINS, load_history
 
 BENCHMARK = "synthetic"
 """The held-out labeled split's benchmark name in the evaluation reports."""
@@ -39,7 +39,10 @@ class RunResult:
     per_skill: list[dict[str, float]]
     questions: list[int] = field(default_factory=list)
     kept: list[int] = field(default_factory=list)
-    p_values: list[list[float]] = field(default_factory=list)
+    p_histogram: list[list[int]] = field(default_factory=list)
+    """Per iteration: answered questions per p bin."""
+    p_mean: list[float | None] = field(default_factory=list)
+    """Per iteration: mean p of the answered questions."""
     questioner_reward: list[float | None] = field(default_factory=list)
     reasoner_reward: list[float | None] = field(default_factory=list)
     distinct_share: list[float | None] = field(default_factory=list)
@@ -131,7 +134,8 @@ def collect_run(
         record = history.get(it)
         result.questions.append(record.questions if record else 0)
         result.kept.append(record.kept if record else 0)
-        result.p_values.append(list(record.p_values) if record else [])
+        result.p_histogram.append(list(record.p_histogram) if record else [0] * HIST_BINS)
+        result.p_mean.append(record.p_mean if record else None)
         result.questioner_reward.append(_mean(record.questioner_reward) if record else None)
         result.reasoner_reward.append(_mean(record.reasoner_reward) if record else None)
         phase = Phase(run_dir, it, "generate")
@@ -247,11 +251,14 @@ def render_report(
         for i in range(iterations):
             group = by_arm[name]
             questions, kept = _at(group, "questions", i), _at(group, "kept", i)
-            ps = [p for r in group if i < len(r.p_values) for p in r.p_values[i]]
+            hist = [
+                sum(col)
+                for col in zip(*(r.p_histogram[i] for r in group if i < len(r.p_histogram)), strict=True)
+            ]
             share = [k / q for q, k in zip(questions, kept, strict=True) if q]
             lines.append(
                 f"| {name} | {i + 1} | {_num(questions)} | {_num(kept)} | {_cell(share, 1, 2)} | "
-                f"{_num(ps, 2)} | {' '.join(map(str, p_histogram(ps)))} | {_cell(_at(group, 'questioner_reward', i), 1, 3)} | "
+                f"{_num(_at(group, 'p_mean', i), 2)} | {' '.join(map(str, hist or [0] * HIST_BINS))} | {_cell(_at(group, 'questioner_reward', i), 1, 3)} | "
                 f"{_cell(_at(group, 'reasoner_reward', i), 1, 3)} | {_cell(_at(group, 'distinct_share', i), 1, 2)} |"
             )  # fmt: skip
     failed = [r for r in runs if r.error]

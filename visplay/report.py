@@ -5,7 +5,8 @@
     save_history(records, run_dir / "history.json")
     plot_history(records, run_dir / "curves.png")        # logged to MLflow by the job
 
-Inputs are plain: the generation plane's parquet files (agreement p of every answered question) and the
+Inputs are plain: the generation plane's parquet tables (the agreement p of every answered question,
+read in batches into a histogram and a mean: a record's size does not grow with the corpus) and the
 per-step metric rows the GRPO phases write (``metrics.jsonl``, see :func:`read_step_metrics`).
 """
 
@@ -15,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from visplay.generation.outputs import count_rows, read_columns
+from visplay.generation.outputs import count_rows, open_table
 
 HIST_BINS = 10
 """Bins of the p histogram over [0, 1]."""
@@ -30,8 +31,12 @@ class IterationRecord:
     """Questions the Questioner wrote (parsed or not)."""
     kept: int
     """Questions kept after the difficulty band, dedup and per-image cap."""
-    p_values: list[float]
-    """Agreement p of every answered question (kept and dropped)."""
+    answered: int
+    """Questions with an agreement p (parsed and answered; kept and dropped)."""
+    p_histogram: list[int]
+    """Answered questions per p bin (:func:`p_histogram`'s bins)."""
+    p_mean: float | None
+    """Mean p of the answered questions (None when there are none)."""
     questioner_reward: list[float]
     """Mean reward of the Questioner's rollouts per GRPO step."""
     reasoner_reward: list[float]
@@ -51,15 +56,21 @@ class IterationRecord:
         eval_scores: dict[str, float] | None = None,
         seconds: dict[str, float] | None = None,
     ) -> IterationRecord:
-        rows = []
+        counts, total, questions = [0] * HIST_BINS, 0.0, 0
         for name in ("questions", "dropped"):
-            rows += read_columns(generation_files[name], ["parse_ok", "p"]).to_pylist()
-        kept = count_rows(generation_files["questions"])
+            for batch in open_table(generation_files[name]).to_batches(columns=["parse_ok", "p"]):
+                questions += batch.num_rows
+                ps = [p for ok, p in zip(*batch.to_pydict().values(), strict=True) if ok and p is not None]
+                counts = [a + b for a, b in zip(counts, p_histogram(ps), strict=True)]
+                total += sum(ps)
+        answered = sum(counts)
         return cls(
             iteration=iteration,
-            questions=len(rows),
-            kept=kept,
-            p_values=[r["p"] for r in rows if r["parse_ok"] and r["p"] is not None],
+            questions=questions,
+            kept=count_rows(generation_files["questions"]),
+            answered=answered,
+            p_histogram=counts,
+            p_mean=total / answered if answered else None,
             questioner_reward=[s["reward_mean"] for s in questioner_steps],
             reasoner_reward=[s["reward_mean"] for s in reasoner_steps],
             eval_scores=dict(eval_scores or {}),
@@ -87,10 +98,10 @@ def summary_text(record: IterationRecord, width: int = 40) -> str:
     lines = [
         f"=== iteration {record.iteration} " + "=" * 50,
         f"questions   {record.kept} kept of {record.questions} written ({kept_share:.0%}), "
-        f"{len(record.p_values)} answered",
+        f"{record.answered} answered",
         "agreement p of answered questions:",
     ]
-    counts = p_histogram(record.p_values)
+    counts = record.p_histogram
     top = max(counts) or 1
     for i, count in enumerate(counts):
         bar = "#" * round(width * count / top)
@@ -142,7 +153,7 @@ def plot_history(records: list[IterationRecord], path: str | Path) -> Path:
     its = [r.iteration for r in records]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(its, [r.kept / r.questions if r.questions else 0 for r in records], "o-", label="kept share")
-    axes[0].plot(its, [_mean(r.p_values) or 0 for r in records], "s-", label="mean p (answered)")
+    axes[0].plot(its, [r.p_mean or 0 for r in records], "s-", label="mean p (answered)")
     axes[0].set_title("question set")
     axes[1].plot(its, [_mean(r.questioner_reward) or 0 for r in records], "o-", label="questioner")
     axes[1].plot(its, [_mean(r.reasoner_reward) or 0 for r in records], "s-", label="reasoner")

@@ -94,8 +94,12 @@ class GenerationSummary:
     """Shards of the plan."""
     shards_run: int = 0
     """Shards this call ran (the rest were finished by an earlier, interrupted run)."""
+    first_rows_seconds: float | None = None
+    """Seconds from the start of this call until the first scored rows were written (engines started)."""
     first_shard_seconds: float | None = None
     """Seconds from the start of this call until its first shard was marked finished."""
+    finalize_seconds: float = 0.0
+    """Seconds of step 2 (corpus-wide dedup and cap, the final tables)."""
     files: dict[str, str] = field(default_factory=dict)
     """Output dataset folders by table (``summary.json`` holds them relative to the pass directory)."""
 
@@ -133,7 +137,7 @@ class GenerationSummary:
     def from_dict(cls, data: dict, out_dir: Path) -> GenerationSummary:
         """A summary read back from ``summary.json`` (file paths made absolute under ``out_dir``)."""
         summary = cls(**data)
-        summary.shards_run, summary.first_shard_seconds = 0, None  # nothing was run by this call
+        summary.shards_run, summary.first_rows_seconds, summary.first_shard_seconds = 0, None, None
         summary.files = {k: str(out_dir / v) for k, v in summary.files.items()}
         return summary
 
@@ -292,7 +296,7 @@ def run_generation(
              len(todo))  # fmt: skip
 
     # --- step 1: the streaming pass over the unfinished shards ------------------------------------------
-    first_shard_seconds = None
+    first_rows_seconds = first_shard_seconds = None
     if todo:
         for shard in todo:
             ledger.clear(shard)
@@ -312,6 +316,7 @@ def run_generation(
         # part files), not once per batch. The check itself decides; this only chooses when to ask.
         waiting, newest = list(todo), -1
         for batch in written.iter_batches(batch_format="pyarrow", batch_size=None):
+            first_rows_seconds = first_rows_seconds or time.perf_counter() - started
             newest = max([newest, *batch["shard"].to_pylist()])
             while waiting and waiting[0] < newest:
                 if ledger.try_finish(waiting[0]) is None:
@@ -329,11 +334,14 @@ def run_generation(
 
     # --- step 2: corpus-wide dedup and cap, final tables -------------------------------------------------
     markers = ledger.finished()
+    step2_started = time.perf_counter()
+    log.info("generation: step 1 done at %.1f s; step 2 (dedup, cap, final tables)", step2_started - started)
     result = finalize(out_dir, markers, cfg.generation.max_questions_per_image, cfg.generation.dedup_scope)
     counts = result["counts"]
     summary = GenerationSummary.from_counts(
         counts, plan, time.perf_counter() - started, result["tables"], shards=len(sizes),
-        shards_run=len(todo), first_shard_seconds=first_shard_seconds,
+        shards_run=len(todo), first_rows_seconds=first_rows_seconds, first_shard_seconds=first_shard_seconds,
+        finalize_seconds=time.perf_counter() - step2_started,
     )  # fmt: skip
     summary.check()
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
