@@ -12,7 +12,10 @@ The phases are in visplay/loop.py. The job holds two vLLM rollout engines (quest
 start to end and loads each phase's weights into them; with generation.reuse_rollout_engines the
 generation pass uses them too, otherwise it starts autoscaling engine pools. Each phase writes a
 completion marker (visplay/phases.py) only when its outputs are complete; a restarted job skips finished
-phases and GRPO phases resume from their last saved step. MLflow: one parent run for the job, a nested run
+phases and GRPO phases resume from their last saved step. A rerun whose settings differ from those a
+started phase recorded stops before any work and names the fields (visplay/loop.py READS says which
+fields each phase reads); --rerun-changed removes that phase and every phase after it and runs them
+again. MLflow: one parent run for the job, a nested run
 per iteration and per phase. After each iteration a one-screen summary is printed and
 <run_dir>/history.json and <run_dir>/curves.png are rewritten (and logged to MLflow).
 
@@ -21,19 +24,20 @@ stand-in for an instruction-tuned checkpoint; no labels are used after that), an
 unlabeled synthetic corpus.
 
 Launch:
-  python jobs/evolve.py --config configs/tiny-cpu.yaml [section.field=value ...]
+  python jobs/evolve.py --config configs/tiny-cpu.yaml [--rerun-changed] [section.field=value ...]
   ray job submit --working-dir . -- python jobs/evolve.py --config configs/qwen2.5-vl-7b-gpu.yaml
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import ray
 
 from visplay import runtime, tracking
 from visplay.generation.pipeline import Checkpoint
-from visplay.loop import run_iterations
+from visplay.loop import check_phases, run_iterations
 from visplay.train.rollout import start_rollout_actors
 from visplay.train.tasks import QuestionerTask
 from visplay.world.embedded import ensure_base_model, ensure_corpus
@@ -41,7 +45,14 @@ from visplay.world.embedded import ensure_base_model, ensure_corpus
 
 def main(argv: list[str] | None = None) -> int:
     # --- setup -------------------------------------------------------------------------------------
-    cfg = runtime.start_job("evolve", argv)  # also: SIGTERM (ray job stop) raises KeyboardInterrupt
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--rerun-changed", action="store_true", help="redo phases whose settings changed")
+    known, rest = flags.parse_known_args(sys.argv[1:] if argv is None else argv)
+    # Started phases are checked against this config before anything is written or started; also:
+    # SIGTERM (ray job stop) raises KeyboardInterrupt.
+    cfg = runtime.start_job(
+        "evolve", rest, check=lambda c: check_phases(c, rerun_changed=known.rerun_changed)
+    )
     try:
         base_path, base_version = ensure_base_model(cfg)
         ensure_corpus(cfg)

@@ -5,11 +5,16 @@ train_questioner -> generate -> train_reasoner -> evaluate. Every phase is a fun
 iteration, checkpoints) that writes a completion marker (visplay/phases.py) only when its outputs are
 complete, so a rerun skips finished phases, and opens its own nested MLflow run. Checkpoints carry the
 job's two warm rollout engines; each phase loads the weights it needs into them first.
+
+Each phase declares the settings it reads (:data:`READS`); its records store them with the version ids of
+its inputs, and :func:`check_phases` runs before any work: a rerun whose settings differ for a phase that
+has started stops and names the fields, or (``rerun_changed``) redoes that phase and every phase after it.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,13 +25,77 @@ from visplay.config import Config, GRPOConfig, SamplingConfig
 from visplay.eval.run import evaluate, report_metrics
 from visplay.eval.scoring import BenchmarkReport, comparison_table
 from visplay.generation.pipeline import Checkpoint, run_generation
-from visplay.phases import Phase
+from visplay.phases import ChangedSettings, Phase, flat_settings
 from visplay.report import IterationRecord
 from visplay.train.rollout import load_checkpoint_into
 from visplay.train.tasks import QuestionerTask, ReasonerTask
 from visplay.train.trainer import train_phase
 
 log = logging.getLogger("visplay.loop")
+
+_CORPUS = (
+    "corpus.path",
+    "corpus.parquet_image_column",
+    "corpus.limit",
+    "corpus.max_pixels",
+    "corpus.max_file_bytes",
+)
+READS: dict[str, tuple[str, ...]] = {
+    "train_questioner": (
+        "seed", *_CORPUS, "questioner_grpo", "generation.questioner_sampling", "generation.reasoner_sampling",
+        "generation.answers_per_question", "rewards",
+    ),
+    "generate": (
+        "seed", *_CORPUS, "generation.questions_per_image", "generation.answers_per_question",
+        "generation.questioner_sampling", "generation.reasoner_sampling", "generation.p_low", "generation.p_high",
+        "generation.max_questions_per_image", "generation.dedup_scope", "generation.shard_size", "rewards",
+    ),
+    "train_reasoner": ("seed", "corpus.parquet_image_column", "reasoner_grpo", "generation.reasoner_sampling", "rewards"),
+    "evaluate": (
+        "seed", "eval.benchmarks", "eval.synthetic_n", "eval.synthetic_seed", "eval.synthetic_path", "eval.max_tokens",
+        "eval.judge",
+    ),
+}  # fmt: skip
+"""The config fields (dotted sections or leaves) each phase's result depends on. Engines, batch sizes, Ray
+and MLflow settings change how fast a phase runs, not what it writes, and are left out."""
+
+
+def phase_settings(cfg: Config, name: str) -> dict:
+    """The values of the fields phase ``name`` reads (:data:`READS`), by dotted name."""
+    return flat_settings(cfg.model_dump(mode="json"), READS[name])
+
+
+def run_phases(cfg: Config) -> list[Phase]:
+    """Every phase of the run, in the order the loop runs them."""
+    phases = [Phase(cfg.run_dir, 0, "evaluate")] if cfg.eval.during_evolve else []
+    for it in range(1, cfg.iterations + 1):
+        phases += [
+            Phase(cfg.run_dir, it, name) for name in ("train_questioner", "generate", "train_reasoner")
+        ]
+        phases += [Phase(cfg.run_dir, it, "evaluate")] if cfg.eval.during_evolve else []
+    return phases
+
+
+def check_phases(cfg: Config, rerun_changed: bool = False) -> list[Phase]:
+    """Before any work: compare every started phase's recorded settings with ``cfg``.
+
+    Raises :class:`ChangedSettings` for the first phase whose settings differ (the message names the fields
+    and their old and new values), unless ``rerun_changed``: then that phase's directory and those of every
+    phase after it are removed, so they run again, and the removed phases are returned.
+    """
+    phases = run_phases(cfg)
+    for index, phase in enumerate(phases):
+        if changed := phase.changes(phase_settings(cfg, phase.name)):
+            if not rerun_changed:
+                raise ChangedSettings(phase, changed)
+            redo = [p for p in phases[index:] if p.dir.exists()]
+            for p in redo:
+                log.warning(
+                    "%s: settings changed (%s); removing it to run it again", p.label, ", ".join(changed)
+                )
+                shutil.rmtree(p.dir)
+            return redo
+    return []
 
 
 def train_questioner(
@@ -50,8 +119,13 @@ def train_questioner(
 def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint) -> dict:
     """Phase 2: the Ray Data pipeline writes the scored, filtered question set."""
     phase = Phase(cfg.run_dir, it, "generate")
-    if (out := phase.done()) is not None:
+    settings, inputs = (
+        phase_settings(cfg, phase.name),
+        {"questioner": questioner.version, "reasoner": reasoner.version},
+    )
+    if (out := phase.done(settings, inputs)) is not None:
         return out
+    phase.begin(settings, inputs)
     with tracking.run(f"iter{it}-generate", tags={"phase": phase.name}):
         questioner, reasoner = _serving(cfg, questioner, reasoner)
         summary = run_generation(cfg, phase.dir, questioner=questioner, reasoner=reasoner)
@@ -90,13 +164,22 @@ def _grpo_phase(
     """One role's GRPO phase: ``policy`` trained on ``task()`` (its rollouts on ``policy``'s engine; ``judge``,
     if any, answers on its own engine), or, when ``skip`` names a reason, the policy passed on unchanged."""
     phase = Phase(cfg.run_dir, it, f"train_{role}")
-    if (out := phase.done()) is not None:
-        return out
+    settings = phase_settings(cfg, phase.name)
+    inputs = {"policy": policy.version} | ({} if judge is None else {"judge": judge.version})
+    if (out := phase.done(settings, inputs)) is not None:
+        return out | {"checkpoint": phase.resolve(out["checkpoint"])}
+    phase.begin(settings, inputs)
     if skip:
         log.warning("iteration %d: %s; the %s keeps its weights", it, skip, role)
-        return phase.complete(
-            {"checkpoint": policy.path, "version": policy.version, "skipped": True, "steps": []}
+        phase.complete(
+            {
+                "checkpoint": phase.relative(policy.path),
+                "version": policy.version,
+                "skipped": True,
+                "steps": [],
+            }
         )
+        return phase.done() | {"checkpoint": policy.path}
     with tracking.run(f"iter{it}-{phase.name}", tags={"phase": phase.name}) as run_id:
         for model in (policy,) if judge is None else (policy, judge):
             load_checkpoint_into(model.engines, model.path, model.version)
@@ -105,10 +188,11 @@ def _grpo_phase(
             sampling=sampling, out_dir=phase.dir, rollout_actors=list(policy.engines),
             mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
         )  # fmt: skip
-        return phase.complete(
-            {"checkpoint": result.checkpoint, "version": result.version, "from": policy.version,
+        out = phase.complete(
+            {"checkpoint": phase.relative(result.checkpoint), "version": result.version, "from": policy.version,
              "steps": result.step_metrics}
         )  # fmt: skip
+        return out | {"checkpoint": result.checkpoint}
 
 
 def _serving(cfg: Config, *models: Checkpoint) -> tuple[Checkpoint, ...]:
@@ -175,8 +259,10 @@ def run_iterations(
 def evaluate_reasoner(cfg: Config, it: int, reasoner: Checkpoint) -> dict:
     """Phase 4 (iteration 0: the base model): the evaluation harness on the Reasoner's warm engine."""
     phase = Phase(cfg.run_dir, it, "evaluate")
-    if (out := phase.done()) is not None:
+    settings, inputs = phase_settings(cfg, phase.name), {"reasoner": reasoner.version}
+    if (out := phase.done(settings, inputs)) is not None:
         return out
+    phase.begin(settings, inputs)
     with tracking.run(f"iter{it}-evaluate", tags={"phase": phase.name}):
         (reasoner,) = _serving(cfg, reasoner)
         reports = evaluate(cfg, reasoner, phase.dir)

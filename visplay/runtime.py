@@ -11,7 +11,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,11 +71,17 @@ def job_config_path(cfg: Config, description: str, reads_run: bool) -> Path:
     return cfg.run_dir / f"{'-'.join(description.lower().split())}.config.yaml"
 
 
-def start_job(description: str, argv: list[str] | None = None, *, reads_run: bool = False) -> Config:
+def start_job(
+    description: str, argv: list[str] | None = None, *, reads_run: bool = False,
+    check: Callable[[Config], object] | None = None,
+) -> Config:  # fmt: skip
     """Parse, log, seed, save the resolved config under the run directory (:func:`job_config_path`), start
-    Ray; returns the config. ``reads_run``: the job only reads an existing run (serve, evaluate)."""
+    Ray; returns the config. ``reads_run``: the job only reads an existing run (serve, evaluate).
+    ``check``: run on the config before anything is written or started (a refused rerun changes nothing)."""
     cfg = with_absolute_paths(parse_config(description, argv))  # workers run in other directories
     setup_logging()
+    if check is not None:
+        check(cfg)
     seed_everything(cfg.seed)
     path = save_config(cfg, job_config_path(cfg, description, reads_run))
     log.info("%s: run %s, seed %d, resolved config at %s", description, cfg.name, cfg.seed, path)

@@ -175,9 +175,10 @@ def resolve_model(cfg: Config) -> ModelInfo:
     else:
         path, iteration = cfg.models.base, 0
         for it in range(cfg.iterations, 0, -1):
-            done = Phase(cfg.run_dir, it, "train_reasoner").done()
-            if done is not None:
-                path, iteration = done["checkpoint"], it
+            phase = Phase(cfg.run_dir, it, "train_reasoner")
+            done = phase.done()
+            if done is not None:  # its checkpoint is stored relative to the run directory (a run can move)
+                path, iteration = phase.resolve(done["checkpoint"]), it
                 break
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"no HF checkpoint to serve at {path}")
