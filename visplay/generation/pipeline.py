@@ -40,7 +40,7 @@ from visplay.data.plan import CorpusPlan, plan_corpus
 from visplay.data.schemas import REJECT_REASONS
 from visplay.engine.stage import EngineStage, RolloutEngineStage, engine_map_kwargs
 from visplay.generation.finalize import finalize
-from visplay.generation.shards import RemoteImageClaims, ShardLedger, SplitDecoded, WriteScored
+from visplay.generation.shards import RemoteImageClaims, ShardLedger, ShardWatcher, SplitDecoded, WriteScored
 from visplay.generation.stages import ExplodeQuestions, QuestionerPrompts, ReasonerPrompts, ScoreQuestions
 
 log = logging.getLogger(__name__)
@@ -311,25 +311,26 @@ def run_generation(
         images = decoded.map_batches(SplitDecoded(str(out_dir), claims), **_LIGHT)
         scored = build_scored_dataset(images, cfg, questioner, reasoner)
         written = scored.map_batches(WriteScored(str(out_dir)), **_LIGHT)
-        # Rows arrive in plan order (preserve_order), so once a later shard's rows arrive every item of the
-        # shards before it has passed every stage: each shard is checked about once (a check reads its
-        # part files), not once per batch. The check itself decides; this only chooses when to ask.
-        waiting, newest = list(todo), -1
-        for batch in written.iter_batches(batch_format="pyarrow", batch_size=None):
-            first_rows_seconds = first_rows_seconds or time.perf_counter() - started
-            newest = max([newest, *batch["shard"].to_pylist()])
-            while waiting and waiting[0] < newest:
-                if ledger.try_finish(waiting[0]) is None:
-                    break  # not complete yet (should not happen in order): asked again on the next batch
-                waiting.pop(0)
-                first_shard_seconds = first_shard_seconds or _first_marked(started)
-        for shard in waiting:  # the last shards, shards of rejects only, any checked too early
+        # Shards are marked by a driver thread that polls the part files on disk (ShardWatcher): rows reach
+        # the driver in plan order, behind the slowest earlier block, while the parts are written as blocks
+        # finish. The loop below only drives the pipeline; the rows it gets are one small row per part.
+        first: list[float] = []
+        watcher = ShardWatcher(ledger, todo, on_first=lambda: first.append(_first_marked(started)))
+        watcher.start()
+        try:
+            for _ in written.iter_batches(batch_format="pyarrow", batch_size=None):
+                first_rows_seconds = first_rows_seconds or time.perf_counter() - started
+        finally:
+            waiting = watcher.stop()
+        for shard in waiting:  # the last shards, shards of rejects only
             if ledger.try_finish(shard) is None:
                 raise RuntimeError(
                     f"shard {shard} of {out_dir}: its items did not all reach a part file after the pass "
                     "(an image lost in the pipeline); rerun to redo that shard"
                 )
-            first_shard_seconds = first_shard_seconds or _first_marked(started)
+            if not first:
+                first.append(_first_marked(started))
+        first_shard_seconds = first[0]
         ray.kill(claims)
 
     # --- step 2: corpus-wide dedup and cap, final tables -------------------------------------------------

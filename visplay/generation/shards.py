@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -224,3 +225,56 @@ class ShardLedger:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         return marker
+
+
+class ShardWatcher(threading.Thread):
+    """Marks shards finished while the pass streams: a driver thread that asks the ledger every
+    ``interval`` seconds about the unfinished shards, in plan order.
+
+    Part files are on disk as soon as a worker writes them, while the rows Ray Data hands the driver come
+    in plan order and wait for the slowest earlier block, so the disk is the earlier signal. One poll stops
+    after ``frontier`` shards that are not complete yet (the shards in flight; later ones have not
+    started), so its cost stays a few shard checks however large the pass. ``on_first`` is called once,
+    from this thread, right after the first marker.
+    """
+
+    def __init__(
+        self, ledger: ShardLedger, shards: list[int], on_first, interval: float = 1.0, frontier: int = 2
+    ) -> None:
+        super().__init__(name="shard-watcher", daemon=True)
+        self.ledger, self.waiting, self.on_first = ledger, list(shards), on_first
+        self.interval, self.frontier = interval, frontier
+        self.marked = 0
+        self._stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(self.interval):
+                self.poll()
+        except BaseException as err:  # reported by stop(), on the driver's thread
+            self.error = err
+
+    def poll(self) -> None:
+        """Mark every waiting shard that is complete on disk, up to ``frontier`` incomplete ones."""
+        incomplete = 0
+        for shard in list(self.waiting):
+            if self.ledger.try_finish(shard) is None:
+                incomplete += 1
+                if incomplete >= self.frontier:
+                    return
+                continue
+            self.waiting.remove(shard)
+            self.marked += 1
+            if self.marked == 1:
+                self.on_first()
+
+    def stop(self) -> list[int]:
+        """Stop polling (after a poll in progress, and a hold in ``on_first``); the shards still waiting."""
+        self._stop_event.set()
+        self.join()
+        if self.error is not None:
+            raise RuntimeError(
+                f"marking shards of {self.ledger.out_dir} failed: {self.error}"
+            ) from self.error
+        return self.waiting
