@@ -36,16 +36,17 @@ import pyarrow as pa
 import ray
 
 from visplay import prompts
+from visplay.checkpoints import Checkpoint, model_version
 from visplay.config import load_config
 from visplay.data.images import read_images, to_pil
 from visplay.engine.llm import build_llm, sampling_params
-from visplay.generation.pipeline import Checkpoint, ask_questions, build_scored_dataset, score_questions
+from visplay.engine.rollout import start_rollout_actors
+from visplay.generation.pipeline import ask_questions, build_scored_dataset, score_questions
 from visplay.rewards import parse_questioner_output
 from visplay.seeds import derive_seed
-from visplay.train.rollout import start_rollout_actors
 from visplay.world.bootstrap import warm_up
 from visplay.world.corpus import make_corpus
-from visplay.world.tiny_model import build_tiny_model, model_version
+from visplay.world.tiny_model import build_tiny_model
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 

@@ -152,10 +152,10 @@ def sync_costs(model_dir: str, device: str) -> None:
     import ray
     from safetensors.torch import load_file
 
+    from visplay.checkpoints import model_version
     from visplay.config import load_config
     from visplay.engine.broadcast import BroadcastSender
-    from visplay.train.rollout import start_rollout_actors
-    from visplay.world.tiny_model import model_version
+    from visplay.engine.rollout import start_rollout_actors
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

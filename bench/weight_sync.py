@@ -52,9 +52,9 @@ def run(model: Path, config: Path, repeats: int, num_cpus: int) -> dict[str, flo
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
+    from visplay.checkpoints import model_version
     from visplay.config import load_config
-    from visplay.train.rollout import start_rollout_actors
-    from visplay.world.tiny_model import model_version
+    from visplay.engine.rollout import start_rollout_actors
 
     engine = load_config(config).rollout_engine
     version = model_version(model)

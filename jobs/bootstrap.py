@@ -24,8 +24,8 @@ import sys
 import ray
 
 from visplay import runtime, tracking
+from visplay.checkpoints import Checkpoint
 from visplay.eval.run import evaluate, report_metrics
-from visplay.generation.pipeline import Checkpoint
 from visplay.world.embedded import ensure_base_model
 
 

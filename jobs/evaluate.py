@@ -24,11 +24,10 @@ from pathlib import Path
 import ray
 
 from visplay import runtime, tracking
+from visplay.checkpoints import Checkpoint, model_version
 from visplay.eval.run import evaluate, report_metrics
 from visplay.eval.scoring import comparison_table
-from visplay.generation.pipeline import Checkpoint
 from visplay.world.embedded import ensure_base_model
-from visplay.world.tiny_model import model_version
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,9 +36,9 @@ import sys
 import ray
 
 from visplay import runtime, tracking
-from visplay.generation.pipeline import Checkpoint
+from visplay.checkpoints import Checkpoint
+from visplay.engine.rollout import start_rollout_actors
 from visplay.loop import check_phases, run_iterations
-from visplay.train.rollout import start_rollout_actors
 from visplay.train.tasks import QuestionerTask
 from visplay.world.embedded import ensure_base_model, ensure_corpus
 

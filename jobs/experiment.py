@@ -35,10 +35,10 @@ from pathlib import Path
 import ray
 
 from visplay import experiment, runtime, tracking
+from visplay.checkpoints import Checkpoint
 from visplay.config import Config, load_config, save_config, with_absolute_paths, with_overrides
-from visplay.generation.pipeline import Checkpoint
+from visplay.engine.rollout import start_rollout_actors
 from visplay.loop import run_iterations
-from visplay.train.rollout import start_rollout_actors
 from visplay.train.tasks import QuestionerTask
 from visplay.world.corpus import GROUND_TRUTH_FILENAME
 from visplay.world.embedded import ensure_base_model, ensure_corpus

@@ -27,7 +27,8 @@ import sys
 import ray
 
 from visplay import runtime, tracking
-from visplay.generation.pipeline import Checkpoint, run_generation
+from visplay.checkpoints import Checkpoint
+from visplay.generation.pipeline import run_generation
 from visplay.world.embedded import ensure_base_model, ensure_corpus
 
 

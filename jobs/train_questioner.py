@@ -22,11 +22,11 @@ import sys
 import ray
 
 from visplay import runtime, tracking
-from visplay.train.rollout import start_rollout_actors
+from visplay.checkpoints import model_version
+from visplay.engine.rollout import start_rollout_actors
 from visplay.train.tasks import QuestionerTask
 from visplay.train.trainer import train_phase
 from visplay.world.embedded import ensure_base_model, ensure_corpus
-from visplay.world.tiny_model import model_version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     reasoner = cfg.models.reasoner or base
     grpo = cfg.questioner_grpo
     images = QuestionerTask.load_images(cfg.corpus, limit=grpo.steps * grpo.prompts_per_step)
-    frozen_reasoner = start_rollout_actors(
-        reasoner, model_version(reasoner), cfg.rollout_engine, cfg.seed, count=1
-    )[0]
+    reasoner_version = model_version(reasoner)
+    frozen_reasoner = start_rollout_actors(reasoner, reasoner_version, cfg.rollout_engine, cfg.seed, count=1)[
+        0
+    ]
     task = QuestionerTask(
-        images=images, reasoner=frozen_reasoner, reasoner_sampling=cfg.generation.reasoner_sampling,
+        images=images, reasoner=frozen_reasoner, reasoner_checkpoint=str(reasoner), reasoner_version=reasoner_version,
+        reasoner_sampling=cfg.generation.reasoner_sampling,
         answers_per_question=cfg.generation.answers_per_question, rewards=cfg.rewards, seed=cfg.seed,
     )  # fmt: skip
     tracking.setup(cfg)

@@ -21,10 +21,10 @@ import sys
 import ray
 
 from visplay import runtime, tracking
+from visplay.checkpoints import model_version
 from visplay.train.tasks import ReasonerTask
 from visplay.train.trainer import train_phase
 from visplay.world.embedded import ensure_base_model
-from visplay.world.tiny_model import model_version
 
 
 def main(argv: list[str] | None = None) -> int:

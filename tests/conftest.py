@@ -60,9 +60,9 @@ def bootstrapped_engine(ray_local, bootstrapped_model):
     """One rollout actor (configs/tiny-cpu.yaml's ``rollout_engine``: vLLM in the actor's process) holding the
     bootstrapped model, shared by the tests that need a warm engine (an engine start costs about a minute).
     A test that changes its weights puts the bootstrapped ones back (a push: milliseconds)."""
+    from visplay.checkpoints import model_version
     from visplay.config import load_config
-    from visplay.train.rollout import start_rollout_actors
-    from visplay.world.tiny_model import model_version
+    from visplay.engine.rollout import start_rollout_actors
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml", [])
     (actor,) = start_rollout_actors(

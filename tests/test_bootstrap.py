@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from visplay.checkpoints import model_version
 from visplay.cli import main as cli_main
 from visplay.config import TinyModelConfig
 from visplay.prompts import IM_END, questioner_prompt, reasoner_prompt
@@ -31,7 +32,7 @@ from visplay.world.bootstrap import (
 )
 from visplay.world.corpus import make_corpus, read_ground_truth
 from visplay.world.tiny_model import MANIFEST as TINY_MANIFEST
-from visplay.world.tiny_model import build_processor, image_token_count, model_version
+from visplay.world.tiny_model import build_processor, image_token_count
 
 SPEC = TinyModelConfig()
 

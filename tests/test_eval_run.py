@@ -13,6 +13,7 @@ import mlflow
 import pytest
 
 from visplay import tracking
+from visplay.checkpoints import Checkpoint, model_version
 from visplay.config import load_config
 from visplay.eval import ADAPTERS, BenchmarkFormatError, load_benchmark
 from visplay.eval.fixtures import write_fixture
@@ -25,8 +26,6 @@ from visplay.eval.run import (
     report_metrics,
 )
 from visplay.eval.schema import EvalExample
-from visplay.generation.pipeline import Checkpoint
-from visplay.world.tiny_model import model_version
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 PUBLIC = sorted(name for name in ADAPTERS if name != SYNTHETIC)

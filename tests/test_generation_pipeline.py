@@ -28,10 +28,10 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from visplay.checkpoints import Checkpoint, model_version
 from visplay.config import load_config
 from visplay.data.schemas import DROP_REASONS, SCORED_SCHEMA
-from visplay.generation.pipeline import HOLD_AFTER_FIRST_SHARD_ENV, Checkpoint, run_generation
-from visplay.world.tiny_model import model_version
+from visplay.generation.pipeline import HOLD_AFTER_FIRST_SHARD_ENV, run_generation
 
 pytestmark = pytest.mark.slow
 

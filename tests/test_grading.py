@@ -270,7 +270,7 @@ def test_reasoner_phase_counts_grade_timeouts_in_its_step_metrics(stalled_sympy,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from visplay.train.rollout import Rollout
+    from visplay.engine.rollout import Rollout
     from visplay.train.tasks import ReasonerTask
 
     table = pa.table(

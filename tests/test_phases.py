@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from visplay import loop
+from visplay.checkpoints import Checkpoint
 from visplay.config import load_config, with_absolute_paths
-from visplay.generation.pipeline import Checkpoint
 from visplay.phases import ChangedSettings, Phase
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,10 +30,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hf_logprobs import hf_sequence_logprobs, hf_token_logprobs, max_abs_diff
 from PIL import Image, ImageDraw
 
 from visplay.config import SamplingConfig, load_config
 from visplay.engine.broadcast import BroadcastSender, free_port, open_group
+from visplay.engine.rollout import ProcessIds, Rollout, RolloutRequest
 from visplay.engine.weight_sync import (
     WeightSyncError,
     check_push_shapes,
@@ -42,7 +44,6 @@ from visplay.engine.weight_sync import (
     write_weights_file,
 )
 from visplay.prompts import questioner_prompt
-from visplay.train.rollout import ProcessIds, Rollout, RolloutRequest
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 TOLERANCE = 1e-3
@@ -184,48 +185,14 @@ def completion(hf) -> list[int]:
 def actor(ray_local, bootstrapped_engine, bootstrapped_model):
     """The session's warm rollout actor (fp32 engine) holding the bootstrapped model; given back with those
     weights and their version (the tests below push other weights and labels into it)."""
-    from visplay.train.rollout import load_checkpoint_into
-    from visplay.world.tiny_model import model_version
+    from visplay.checkpoints import model_version
+    from visplay.engine.rollout import load_checkpoint_into
 
     assert load_config(CONFIG).rollout_engine.dtype == "float32"  # the exact comparisons need an fp32 engine
     version = model_version(bootstrapped_model)
     load_checkpoint_into([bootstrapped_engine], bootstrapped_model, version)
     yield bootstrapped_engine
     load_checkpoint_into([bootstrapped_engine], bootstrapped_model, version)
-
-
-def _hf_inputs(processor, prompt: str, image: bytes, tokens: list[int]) -> dict[str, torch.Tensor]:
-    """Processor inputs for prompt+image with `tokens` appended to the (expanded) prompt ids."""
-    inputs = dict(
-        processor(text=[prompt], images=[Image.open(io.BytesIO(image)).convert("RGB")], return_tensors="pt")
-    )
-    extra = torch.tensor([tokens], dtype=inputs["input_ids"].dtype)
-    inputs["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
-    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
-    if "mm_token_type_ids" in inputs:  # 0 = text token
-        inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], dim=1)
-    return inputs
-
-
-def hf_token_logprobs(processor, model, prompt: str, image: bytes, tokens: list[int]) -> torch.Tensor:
-    """[len(tokens), vocab] log-softmax of the distributions that predicted each of `tokens` (teacher forced)."""
-    inputs = _hf_inputs(processor, prompt, image, tokens)
-    start = inputs["input_ids"].shape[1] - len(tokens)
-    with torch.no_grad():
-        logits = model(**inputs).logits[0, start - 1 : start - 1 + len(tokens)]
-    return torch.log_softmax(logits.float(), dim=-1)
-
-
-def hf_sequence_logprobs(processor, model, prompt: str, image: bytes, tokens: list[int]) -> list[float]:
-    """Log-prob of each of `tokens` given prompt, image and the earlier tokens (transformers reference)."""
-    table = hf_token_logprobs(processor, model, prompt, image, tokens)
-    return table.gather(1, torch.tensor(tokens).unsqueeze(1)).squeeze(1).tolist()
-
-
-def max_abs_diff(a: list[float], b: list[float]) -> float:
-    """Largest elementwise |a - b| of two equally long, non-empty lists."""
-    assert len(a) == len(b) and a
-    return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=12)

@@ -15,8 +15,9 @@ import sys
 
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     """Build the offline tiny Qwen2.5-VL and print its path and content id."""
+    from visplay.checkpoints import model_version
     from visplay.config import TinyModelConfig
-    from visplay.world.tiny_model import build_tiny_model, model_version
+    from visplay.world.tiny_model import build_tiny_model
 
     try:
         path = build_tiny_model(args.out_dir, TinyModelConfig(seed=args.seed))

@@ -13,10 +13,10 @@ A bad value raises :class:`ConfigError` whose message names the dotted field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Section(BaseModel):
@@ -229,6 +229,35 @@ class RewardConfig(_Section):
     """Share of the reasoner reward paid for a well-formed \\boxed{} answer."""
 
 
+class FileWeightSync(_Section):
+    """Weights through the Ray object store and a shared-memory safetensors file per engine (one host per
+    engine; works with any actor, a restarted one included)."""
+
+    kind: Literal["file"] = "file"
+    """This variant."""
+
+
+class BroadcastWeightSync(_Section):
+    """Trainer rank 0 broadcasts each tensor over the trainer's collective backend (gloo on CPU, NCCL GPU to
+    GPU) to every engine worker: no CPU copy, no object store."""
+
+    kind: Literal["broadcast"] = "broadcast"
+    """This variant."""
+    timeout_s: float = Field(300.0, gt=0)
+    """Seconds any side waits for the others in a collective before failing."""
+
+
+def _weight_sync_shorthand(value: Any) -> Any:
+    """``"broadcast"`` -> ``{"kind": "broadcast"}`` (the one-word form of the command line and YAML)."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
+WeightSyncConfig = Annotated[
+    FileWeightSync | BroadcastWeightSync, Field(discriminator="kind"), BeforeValidator(_weight_sync_shorthand)
+]
+"""One of the weight-sync variants, chosen by ``kind``."""
+
+
 class GRPOConfig(_Section):
     """GRPO updates on Ray Train + DeepSpeed for one role."""
 
@@ -269,12 +298,9 @@ class GRPOConfig(_Section):
     """Drop groups whose rewards are all equal (DAPO dynamic sampling)."""
     sync_every: int = Field(1, ge=1)
     """Push weights into the rollout engines every this many optimizer steps."""
-    weight_sync: Literal["file", "broadcast"] = "file"
-    """How pushed weights reach the engines: ``file`` (Ray object store + a shared-memory safetensors file,
-    one host) or ``broadcast`` (trainer rank 0 broadcasts each tensor over the trainer's collective backend:
-    gloo on CPU, NCCL GPU to GPU; see visplay.engine.broadcast)."""
-    weight_sync_timeout_s: float = Field(300.0, gt=0)
-    """``broadcast``: seconds any side waits for the others in a collective before failing."""
+    weight_sync: WeightSyncConfig = Field(default_factory=lambda: FileWeightSync())
+    """How pushed weights reach the engines (visplay.engine.transports); ``weight_sync=broadcast`` is short
+    for ``weight_sync.kind=broadcast``."""
     save_every: int = Field(2, ge=1)
     """Write resumable training state every this many steps."""
     keep_checkpoints: int = Field(2, ge=1)
@@ -607,9 +633,33 @@ def reference_rows(model: type[BaseModel] = Config, prefix: str = "") -> list[tu
                     for key, fallback, desc in sub_rows
                 ]
             rows.extend(sub_rows)
+        elif variants := _variants(annotation):  # a discriminated union: its kinds, then each one's fields
+            default = field.get_default(call_default_factory=True)
+            kinds = " or ".join(f"``{v.model_fields['kind'].default}``" for v in variants)
+            desc = (field.description or "").replace("\n", " ")
+            rows.append((f"{dotted}.kind", repr(default.kind), f"{desc} One of {kinds}."))
+            for variant in variants:
+                kind = variant.model_fields["kind"].default
+                rows += [
+                    (f"{dotted}.{key}", repr(sub.default), f"(kind {kind}) " + (sub.description or "").replace("\n", " "))
+                    for key, sub in variant.model_fields.items()
+                    if key != "kind"
+                ]  # fmt: skip
         else:
             rows.append((dotted, repr(field.default), (field.description or "").replace("\n", " ")))
     return rows
+
+
+def _variants(annotation: Any) -> tuple[type[BaseModel], ...]:
+    """The classes of a union of config sections that each name their ``kind`` (else ())."""
+    import typing
+
+    args = typing.get_args(annotation)
+    if args and all(
+        isinstance(a, type) and issubclass(a, BaseModel) and "kind" in a.model_fields for a in args
+    ):
+        return args
+    return ()
 
 
 def _leaf_default(dumped: dict[str, Any], dotted: str, fallback: str) -> str:

@@ -21,13 +21,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from visplay import report, tracking
+from visplay.checkpoints import Checkpoint
 from visplay.config import Config, GRPOConfig, SamplingConfig
+from visplay.engine.rollout import load_checkpoint_into
 from visplay.eval.run import evaluate, report_metrics
 from visplay.eval.scoring import BenchmarkReport, comparison_table
-from visplay.generation.pipeline import Checkpoint, run_generation
+from visplay.generation.pipeline import run_generation
 from visplay.phases import ChangedSettings, Phase, flat_settings
 from visplay.report import IterationRecord
-from visplay.train.rollout import load_checkpoint_into
 from visplay.train.tasks import QuestionerTask, ReasonerTask
 from visplay.train.trainer import train_phase
 
@@ -105,7 +106,8 @@ def train_questioner(
 
     def task() -> QuestionerTask:
         return QuestionerTask(
-            images=images, reasoner=reasoner.engines[0], reasoner_sampling=cfg.generation.reasoner_sampling,
+            images=images, reasoner=reasoner.engines[0], reasoner_checkpoint=reasoner.path,
+            reasoner_version=reasoner.version, reasoner_sampling=cfg.generation.reasoner_sampling,
             answers_per_question=cfg.generation.answers_per_question, rewards=cfg.rewards, seed=cfg.seed + it,
         )  # fmt: skip
 

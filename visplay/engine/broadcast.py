@@ -134,7 +134,7 @@ class BroadcastSender:
     """Trainer rank 0's end of the broadcast path to a set of rollout actors.
 
     Args:
-        actors: :class:`visplay.train.rollout.RolloutActor` handles (their engines need the worker extension).
+        actors: :class:`visplay.engine.rollout.RolloutActor` handles (their engines need the worker extension).
         backend: ``"gloo"`` (CPU) or ``"nccl"`` (GPU; tensors must then be on this process's GPU).
         timeout_s: how long any rank waits for the others in a collective before it fails.
 

@@ -177,7 +177,7 @@ def append_outputs(
 
 
 class RolloutEngineStage:
-    """The same stage, served by running rollout actors (:class:`visplay.train.rollout.RolloutActor`).
+    """The same stage, served by running rollout actors (:class:`visplay.engine.rollout.RolloutActor`).
 
     Used when the job already holds warm engines with exactly the weights to generate from (the embedded
     default reuses its two rollout engines, since an engine start costs a minute on CPU). The stage itself
@@ -206,7 +206,7 @@ class RolloutEngineStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import ray
 
-        from visplay.train.rollout import RolloutRequest
+        from visplay.engine.rollout import RolloutRequest
 
         rows = _input_rows(batch, f"RolloutEngineStage({self.prefix})")
         active = [i for i, row in enumerate(rows) if row["prompt"] is not None]

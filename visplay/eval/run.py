@@ -30,12 +30,13 @@ import pyarrow as pa
 import ray
 
 from visplay import prompts
+from visplay.checkpoints import Checkpoint
 from visplay.config import Config, SamplingConfig
 from visplay.eval.adapters import load_benchmark
 from visplay.eval.judge import Judge
 from visplay.eval.schema import LETTERS, EvalExample, Prediction
 from visplay.eval.scoring import BenchmarkReport, comparison_table, join_predictions, make_report, score_rows
-from visplay.generation.pipeline import Checkpoint, engine_stage
+from visplay.generation.pipeline import engine_stage
 from visplay.rewards import reset_grade_timeout_count, warm_up
 from visplay.seeds import derive_seed
 from visplay.world.corpus import GROUND_TRUTH_FILENAME, make_corpus

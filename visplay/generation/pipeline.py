@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import ray
 
+from visplay.checkpoints import Checkpoint
 from visplay.config import Config
 from visplay.data.images import decode_plan
 from visplay.data.plan import CorpusPlan, plan_corpus
@@ -52,20 +53,6 @@ differs from ``_LIGHT`` on purpose, since Ray Data fuses consecutive task stages
 into one operator, which would run the questioner and reasoner one after another inside each task instead
 of streaming one into the other. As tasks (not an actor pool) they start nothing per pass: a pool's actor
 process costs seconds to start, every time the pipeline runs. Two in flight per engine keep it fed."""
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A model directory and the version id recorded with everything it generates.
-
-    ``engines``: running rollout actors that hold exactly these weights. When given, the pipeline's engine
-    stage forwards to them (:class:`~visplay.engine.stage.RolloutEngineStage`) instead of starting its own
-    autoscaling pool of engines: the embedded default reuses its warm engines, a cluster leaves it empty.
-    """
-
-    path: str
-    version: str
-    engines: tuple = ()
 
 
 @dataclass

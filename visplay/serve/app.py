@@ -167,8 +167,8 @@ def resolve_model(cfg: Config) -> ModelInfo:
 
     Raises FileNotFoundError naming the path when the chosen checkpoint is not an HF model directory.
     """
+    from visplay.checkpoints import model_version
     from visplay.phases import Phase
-    from visplay.world.tiny_model import model_version
 
     if cfg.serve.checkpoint is not None:
         path, iteration = cfg.serve.checkpoint, None

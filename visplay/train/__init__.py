@@ -1,5 +1,7 @@
-"""The training plane: GRPO on Ray Train + DeepSpeed, and the rollout actors it samples from and syncs.
+"""The training plane: GRPO on Ray Train + DeepSpeed (the worker loop, policy log-probs, the two roles'
+tasks) and when to push weights into the rollout engines (``sync``); the engines themselves and how weights
+reach them live in :mod:`visplay.engine`.
 
-Submodules are imported explicitly (``from visplay.train.rollout import start_rollout_actors``); this
-package imports nothing heavy on its own.
+Submodules are imported explicitly (``from visplay.train.trainer import train_phase``); this package
+imports nothing heavy on its own.
 """

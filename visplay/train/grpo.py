@@ -107,7 +107,7 @@ def train_loop(config: dict) -> None:
     image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    sync = TrainerWeightSync(job.rollout_actors, job.grpo, rank)
+    sync = TrainerWeightSync(job.rollout_actors, job.grpo, rank, job.version)
     start = 0
     marker = state_dir / "latest.json"
     if rank == 0:
@@ -125,8 +125,19 @@ def train_loop(config: dict) -> None:
     # --- loop -------------------------------------------------------------------------------------
     for step in range(start, job.grpo.steps):
         timings: dict[str, float] = {}
-        payload = [_rollout_and_score(job, step, timings)] if rank == 0 else [None]
-        dist.broadcast_object_list(payload, src=0)
+        failed_before = sync.failed_broadcasts
+        for attempt in range(MAX_REPUSHES + 1):
+            payload = [_rollout_and_score(job, step, timings, sync.version)] if rank == 0 else [None]
+            dist.broadcast_object_list(payload, src=0)
+            if not isinstance(payload[0], StaleEngines):
+                break
+            if attempt == MAX_REPUSHES:
+                raise RuntimeError(f"{job.role} step {step + 1}: {payload[0]} after {MAX_REPUSHES} pushes")
+            # An engine came back with its constructor's weights (Ray restarted it): every rank joins the
+            # push of the current weights (a collective under ZeRO-3), then the step's rollouts are redone.
+            log.warning("rank %d %s step %d: %s; pushing the current weights again", rank, job.role, step + 1,
+                        payload[0])  # fmt: skip
+            sync.push(engine, sync.version, after_restart=True)
         samples, metrics, timings_0 = payload[0]
         timings |= timings_0
 
@@ -155,6 +166,10 @@ def train_loop(config: dict) -> None:
             sync.push(engine, f"{job.version}+{job.role}-step{step + 1}")
         timings["sync"] = time.perf_counter() - t0
 
+        # Restarted engines seen this step: stale rollouts, pushes that failed on a dead member, and (from the
+        # task's components) the frozen judge's.
+        restarts = attempt + sync.failed_broadcasts - failed_before
+        metrics["engine_restarts"] = metrics.get("engine_restarts", 0.0) + restarts
         local = torch.tensor(figures).mean(0)  # over this rank's updates
         dist.all_reduce(local)
         local /= world
@@ -170,8 +185,7 @@ def train_loop(config: dict) -> None:
             return
 
     # --- cleanup: the phase's HF checkpoint -------------------------------------------------------------
-    if rank == 0:
-        _save_hf(engine, processor, out / "final", job)
+    _save_hf(engine, processor, out / "final", job, rank)
     dist.barrier()
 
 
@@ -200,8 +214,23 @@ def _loss(ref, batch, current, old_logp: torch.Tensor, grpo: GRPOConfig):
     return loss, [*figures, masked_mean(entropy, (mask > 0).float()).item()]
 
 
-def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float]):
-    """Rank 0: sample the step's rollouts, reward them, build the samples with their advantages."""
+MAX_REPUSHES = 3
+"""Times one step pushes the current weights again into engines that came back restarted before it fails."""
+
+
+@dataclass(frozen=True)
+class StaleEngines:
+    """Rank 0's answer when a step's rollouts came from other weights than the trainer's last push."""
+
+    engines: list[str]
+
+    def __str__(self) -> str:
+        return "; ".join(self.engines)
+
+
+def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float], expected: str):
+    """Rank 0: sample the step's rollouts, reward them, build the samples with their advantages; or
+    :class:`StaleEngines` when an engine's rollouts carry another version than ``expected``."""
     import ray
 
     t0 = time.perf_counter()
@@ -213,6 +242,13 @@ def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float]):
         if s
     ]
     parts = ray.get(futures)
+    stale = [
+        f"rollout engine {i} ({a}) holds {sorted({r.version for r in part} - {expected})}, expected {expected}"
+        for i, (a, part) in enumerate(zip([a for a, s in zip(job.rollout_actors, shards, strict=True) if s], parts, strict=True))
+        if any(r.version != expected for r in part)
+    ]  # fmt: skip
+    if stale:
+        return StaleEngines(stale)
     rollouts = [None] * len(requests)
     for i, part in enumerate(parts):
         rollouts[i :: len(job.rollout_actors)] = part
@@ -320,15 +356,27 @@ def drop_torn_metrics_line(path: Path) -> bool:
     return True
 
 
-def _save_hf(engine, processor, final: Path, job: GRPOJob) -> None:
-    """HF checkpoint of the trained policy, written to a temp dir and renamed (never half-written)."""
+def _save_hf(engine, processor, final: Path, job: GRPOJob, rank: int) -> None:
+    """HF checkpoint of the trained policy, written by rank 0 to a temp dir and renamed (never half-written).
+
+    Every rank calls this: under ZeRO-3 each rank holds a partition of every parameter (rank 0's module
+    alone has empty tensors), so all ranks join the gather of the full weights, as for a weight push.
+    """
     import shutil
 
-    from visplay.world.tiny_model import model_version
+    import deepspeed
 
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    engine.module.save_pretrained(tmp, safe_serialization=True)
+    from visplay.checkpoints import model_version
+
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(
+        params, modifier_rank=None, enabled=engine.zero_optimization_stage() == 3
+    ):
+        if rank != 0:
+            return
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        engine.module.save_pretrained(tmp, safe_serialization=True)  # inside the gather: full tensors
     processor.save_pretrained(tmp)
     version = model_version(tmp)
     (tmp / "visplay_train.json").write_text(

@@ -21,10 +21,10 @@ import numpy as np
 from visplay import prompts
 from visplay.config import RewardConfig, SamplingConfig
 from visplay.data.images import load_image
+from visplay.engine.rollout import Rollout, RolloutRequest, generate_frozen
 from visplay.generation.outputs import count_rows, take_rows
 from visplay.rewards import extract_boxed, parse_questioner_output, reasoner_reward, score_questions
 from visplay.seeds import derive_seed
-from visplay.train.rollout import Rollout, RolloutRequest
 
 
 def step_indices(n_items: int, per_step: int, step: int, seed: int) -> list[int]:
@@ -53,6 +53,10 @@ class QuestionerTask:
 
     images: list[bytes]
     reasoner: object  # a RolloutActor handle holding the frozen reasoner
+    reasoner_checkpoint: str
+    """The frozen reasoner's checkpoint: an engine that comes back restarted is re-loaded from it."""
+    reasoner_version: str
+    """Its version: every answer must carry it."""
     reasoner_sampling: SamplingConfig
     answers_per_question: int
     rewards: RewardConfig
@@ -86,8 +90,6 @@ class QuestionerTask:
         ]
 
     def score(self, step: int, requests: list[RolloutRequest], rollouts: list[Rollout]) -> StepScore:
-        import ray
-
         parsed = [[parse_questioner_output(t) for t in r.texts] for r in rollouts]
         flat = [(i, j) for i, group in enumerate(parsed) for j, q in enumerate(group) if q.ok]
         answer_requests = [
@@ -98,15 +100,12 @@ class QuestionerTask:
             )
             for i, j in flat
         ]
-        answers = (
-            ray.get(
-                self.reasoner.generate.remote(
-                    answer_requests, self.reasoner_sampling, self.answers_per_question
-                )
-            )
-            if answer_requests
-            else []
-        )
+        answers, reloads = [], 0
+        if answer_requests:
+            answers, reloads = generate_frozen(
+                self.reasoner, answer_requests, self.reasoner_sampling, self.answers_per_question,
+                self.reasoner_checkpoint, self.reasoner_version,
+            )  # fmt: skip
         answers_of = {key: [extract_boxed(t) for t in a.texts] for key, a in zip(flat, answers, strict=True)}
         outputs = [(i, j, q) for i, group in enumerate(parsed) for j, q in enumerate(group)]
         results = score_questions(
@@ -126,7 +125,9 @@ class QuestionerTask:
                 parts["p"].append(result.vote.p)
                 timeouts += result.vote.timeouts
         metrics = {f"reward_{k}": float(np.mean(v)) if v else 0.0 for k, v in parts.items()}
-        return StepScore(rewards, metrics | {"grade_timeouts": float(timeouts)})
+        return StepScore(
+            rewards, metrics | {"grade_timeouts": float(timeouts), "engine_restarts": float(reloads)}
+        )
 
 
 @dataclass

@@ -50,8 +50,8 @@ def train_phase(
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from visplay.train.rollout import start_rollout_actors
-    from visplay.world.tiny_model import model_version
+    from visplay.checkpoints import model_version
+    from visplay.engine.rollout import start_rollout_actors
 
     out_dir = Path(out_dir).resolve()
     final = out_dir / "final"

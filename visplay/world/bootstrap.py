@@ -23,7 +23,7 @@ generator produces after that prompt. The loss covers only target tokens (prompt
 Training is a single-process torch loop (AdamW, linear warm-up then cosine decay, gradient clipping),
 seeded for its data order and any randomness. The result is written with ``save_pretrained`` (float32
 safetensors, same architecture, so vLLM loads it like the base) plus :data:`MANIFEST`, into a temporary
-sibling directory renamed into place. Its version id is :func:`visplay.world.tiny_model.model_version`.
+sibling directory renamed into place. Its version id is :func:`visplay.checkpoints.model_version`.
 
     visplay bootstrap runs/tiny-model runs/bootstrap-corpus runs/tiny-model-warm
 """
@@ -45,9 +45,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visplay.checkpoints import model_version
 from visplay.prompts import IM_END, questioner_prompt, reasoner_prompt
 from visplay.world.corpus import GROUND_TRUTH_FILENAME, read_ground_truth
-from visplay.world.tiny_model import _no_progress_bars, model_version
+from visplay.world.tiny_model import _no_progress_bars
 
 if TYPE_CHECKING:
     import torch
@@ -110,7 +111,7 @@ class BootstrapSummary:
             the last step.
         seconds: wall time of the whole call (loading, tokenizing, training, saving).
         out_dir: the written checkpoint directory.
-        model_version: :func:`visplay.world.tiny_model.model_version` of ``out_dir``.
+        model_version: :func:`visplay.checkpoints.model_version` of ``out_dir``.
     """
 
     steps: int

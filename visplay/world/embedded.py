@@ -10,10 +10,11 @@ import logging
 import shutil
 from pathlib import Path
 
+from visplay.checkpoints import model_version
 from visplay.config import Config
 from visplay.world.bootstrap import warm_up
 from visplay.world.corpus import GROUND_TRUTH_FILENAME, make_corpus
-from visplay.world.tiny_model import build_tiny_model, model_version
+from visplay.world.tiny_model import build_tiny_model
 
 log = logging.getLogger(__name__)
 

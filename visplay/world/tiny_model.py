@@ -13,7 +13,7 @@ DeepSpeed, weight sync) needs a real Qwen2.5-VL checkpoint directory. :func:`bui
   transformers and vLLM agree to ~1e-6 in log-probs (vLLM's ``dtype="auto"`` downcasts a float32
   checkpoint to bfloat16; pass ``dtype="float32"`` to keep it).
 * ``visplay_model.json``: the spec and a content id (sha256 of the weights), so later code can name the
-  model version (:func:`model_version`).
+  model version (:func:`visplay.checkpoints.model_version`).
 
 Why the sizes (all from :class:`visplay.config.TinyModelConfig`): head_dim = hidden_size / num_heads = 64
 because vLLM's CPU attention rejects small heads (16 fails; 64 is measured to work); 2 text layers and a 2-block, 64-wide vision tower keep
@@ -26,7 +26,6 @@ never mistaken for a model. The same seed gives byte-identical weights and token
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,13 +35,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from visplay.checkpoints import MANIFEST, weight_files, weights_sha256
 from visplay.config import TinyModelConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Qwen2_5_VLConfig, Qwen2_5_VLProcessor
 
-MANIFEST = "visplay_model.json"
-"""File that marks a complete tiny-model directory; holds the spec and the content id."""
 
 PATCH_SIZE = 14
 """Vision patch side in pixels (as in Qwen2.5-VL)."""
@@ -145,40 +143,6 @@ def build_processor(spec: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -
     )
 
 
-def _weight_files(path: Path) -> list[Path]:
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors weights in {path}")
-    return files
-
-
-def weights_sha256(path: str | Path) -> str:
-    """sha256 over every ``*.safetensors`` file of a checkpoint directory (names and bytes, sorted by name)."""
-    digest = hashlib.sha256()
-    for file in _weight_files(Path(path)):
-        digest.update(file.name.encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def model_version(path: str | Path) -> str:
-    """Content id of a checkpoint directory: the sha256 of its weights (hex).
-
-    For a directory built here it is read from ``visplay_model.json`` (checked against the weight files'
-    sizes); for any other checkpoint the weights are hashed, which reads every byte once.
-    """
-    path = Path(path)
-    manifest = path / MANIFEST
-    if manifest.is_file():
-        info = json.loads(manifest.read_text())
-        sizes = {file.name: file.stat().st_size for file in _weight_files(path)}
-        if sizes == info.get("weight_file_sizes"):
-            return info["content_id"]
-    return weights_sha256(path)
-
-
 def read_manifest(path: str | Path) -> dict | None:
     """The ``visplay_model.json`` of a complete tiny-model directory, or None if there is none."""
     manifest = Path(path) / MANIFEST
@@ -224,7 +188,7 @@ def _write_model(out: Path, spec: TinyModelConfig) -> None:
         "format": "visplay-tiny-qwen2.5-vl/1",
         "spec": spec.model_dump(),
         "content_id": weights_sha256(out),
-        "weight_file_sizes": {file.name: file.stat().st_size for file in _weight_files(out)},
+        "weight_file_sizes": {file.name: file.stat().st_size for file in weight_files(out)},
         "parameters": sum(p.numel() for p in model.parameters()),
         "image_tokens_per_image": image_token_count(spec),
         "dtype": "float32",

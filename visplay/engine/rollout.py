@@ -13,7 +13,7 @@ then serves for a whole training phase:
                       ray.get([a.push_weights.remote([ref], version) for a in actors])
       each actor:     ray.get(ref) -> state dict -> /dev/shm/....safetensors -> engine reload -> delete file
 
-  or, with ``grpo.weight_sync: broadcast``, receives them tensor by tensor from the trainer's rank 0 over a
+  or, with ``grpo.weight_sync.kind: broadcast``, receives them tensor by tensor from the trainer's rank 0 over a
   process group (:meth:`RolloutActor.join_weight_group` once, :meth:`RolloutActor.receive_weights` per
   push; :mod:`visplay.engine.broadcast`);
 * :meth:`RolloutActor.sequence_logprobs` scores a given completion with the engine (prompt log-probs), used
@@ -24,8 +24,10 @@ exactly the weights its ``version`` names.
 
 Restarts: with ``max_restarts > 0`` Ray restarts a crashed actor by running ``__init__`` again, i.e. the
 restarted engine holds the *constructor's* checkpoint and version, not the last pushed weights. Every
-:class:`Rollout` carries its ``version``; a trainer that sees an older version than it pushed must push
-again (calls are retried on the restarted actor, so a push that was in flight is re-applied).
+:class:`Rollout` carries its ``version``, and every caller checks it: the GRPO trainer pushes its current
+weights again and redoes the step's rollouts (``visplay.train.grpo``), a frozen engine is re-loaded from
+its checkpoint (:func:`generate_frozen`), the generation stage fails the batch
+(``visplay.engine.stage.RolloutEngineStage``). Calls are retried on the restarted actor.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class RolloutActor:
 
     Args:
         checkpoint: HF model directory the engine starts from (fixes architecture, tokenizer, processor).
-        version: weights version of ``checkpoint`` (e.g. :func:`visplay.world.tiny_model.model_version`).
+        version: weights version of ``checkpoint`` (e.g. :func:`visplay.checkpoints.model_version`).
         engine: engine settings; ``dtype`` is kept for every push (weights are cast to it).
         seed: engine seed (only used by requests without a seed; every :class:`RolloutRequest` has one).
     """
@@ -338,6 +340,29 @@ def load_checkpoint_into(actors: Sequence[ActorHandle], checkpoint: str | Path, 
     ray.get([a.reload_from_checkpoint.remote(str(checkpoint), version) for a in stale])
     log.info("loaded %s (%s) into %d rollout actor(s)", checkpoint, version[:12], len(stale))
     return True
+
+
+def generate_frozen(
+    actor: ActorHandle, requests: list[RolloutRequest], sampling: SamplingConfig, n: int, checkpoint: str,
+    version: str, attempts: int = 3,
+) -> tuple[list[Rollout], int]:  # fmt: skip
+    """Rollouts of a frozen engine that must hold ``checkpoint`` (``version``), and how many times it had to
+    be re-loaded: an engine that Ray restarted answers with its constructor's weights, so it is re-loaded
+    from ``checkpoint`` and asked again. Raises after ``attempts`` re-loads, naming the engine."""
+    import ray
+
+    for reloads in range(attempts + 1):
+        rollouts = ray.get(actor.generate.remote(requests, sampling, n))
+        wrong = sorted({r.version for r in rollouts} - {version})
+        if not wrong:
+            return rollouts, reloads
+        log.warning(
+            "frozen engine %s answered with %s, not %s: re-loading %s", actor, wrong, version, checkpoint
+        )
+        ray.get(actor.reload_from_checkpoint.remote(checkpoint, version))
+    raise RuntimeError(
+        f"frozen engine {actor} still answers with {wrong} after {attempts} re-loads of {checkpoint}"
+    )
 
 
 def short_version(version: str) -> str:
