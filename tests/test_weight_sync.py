@@ -36,13 +36,13 @@ from PIL import Image, ImageDraw
 from visplay.config import SamplingConfig, load_config
 from visplay.engine.broadcast import BroadcastSender, free_port, open_group
 from visplay.engine.rollout import ProcessIds, Rollout, RolloutRequest
-from visplay.engine.weight_sync import (
+from visplay.engine.weight_names import (
     WeightSyncError,
     check_push_shapes,
     checkpoint_weight_shapes,
     to_checkpoint_names,
-    write_weights_file,
 )
+from visplay.engine.weight_sync import write_weights_file
 from visplay.prompts import questioner_prompt
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"

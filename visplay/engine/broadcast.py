@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from visplay.engine.weight_sync import WeightSyncError, check_push_shapes, to_checkpoint_names
+from visplay.engine.weight_names import WeightSyncError, check_push_shapes, to_checkpoint_names
 
 if TYPE_CHECKING:
     import torch

@@ -174,7 +174,7 @@ class RolloutActor:
         are cast to the engine dtype. ``version()`` returns ``version`` afterwards.
 
         Raises:
-            visplay.engine.weight_sync.WeightSyncError: missing/mis-shaped weights (engine unchanged).
+            visplay.engine.weight_names.WeightSyncError: missing/mis-shaped weights (engine unchanged).
             TypeError: for a list that is not exactly one ObjectRef.
         """
         started = time.perf_counter()
