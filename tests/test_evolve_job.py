@@ -225,7 +225,7 @@ def test_submitted_iteration_trains_both_roles_and_records_lineage(first_iterati
     ):  # weights moved, and the role's engine got the trainer's last push
         done = json.loads((run_dir / "iter_1" / f"train_{role}" / "DONE.json").read_text())["outputs"]
         assert done["version"] != done["from"]
-        trained = load_file(str(Path(done["checkpoint"]) / "model.safetensors"))
+        trained = load_file(str(run_dir / done["checkpoint"] / "model.safetensors"))  # relative to the run
         assert max((trained[k] - started[k]).abs().max().item() for k in started) > 0, role
     for pushed in (f"questioner-step{Q_STEPS}", f"reasoner-step{R_STEPS}"):
         assert re.search(rf"pushed weights \S*{pushed}", logs), pushed
