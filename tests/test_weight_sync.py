@@ -372,3 +372,26 @@ def test_pushing_the_original_weights_restores_the_original_logprobs(
     restored = ray_local.get(actor.sequence_logprobs.remote(questioner_prompt(), image, completion))
     assert max_abs_diff(restored, sync_run.engine_before) < TOLERANCE
     assert ray_local.get(actor.pids.remote()) == sync_run.pids_before
+
+
+@pytest.mark.slow
+def test_a_frozen_engine_that_answers_with_other_weights_is_reloaded_from_its_checkpoint(
+    ray_local, actor, hf, image, completion, bootstrapped_model, tiny_model
+) -> None:
+    # What a restarted actor looks like to its caller: the engine holds other weights under another
+    # version (a real SIGKILL and restart is in tests/test_grpo_train.py). The frozen judge's caller
+    # re-loads it from its checkpoint, asks again, and counts the re-load.
+    from visplay.checkpoints import model_version
+    from visplay.engine.rollout import generate_frozen, load_checkpoint_into
+
+    processor, model, _ = hf
+    load_checkpoint_into([actor], tiny_model, "a-restarted-engine")
+    version = model_version(bootstrapped_model)
+    request = RolloutRequest(prompt=questioner_prompt(), image=image, seed=3)
+    rollouts, reloads = generate_frozen(actor, [request], GREEDY, 1, str(bootstrapped_model), version)
+    assert reloads == 1 and [r.version for r in rollouts] == [version]
+    engine = ray_local.get(actor.sequence_logprobs.remote(questioner_prompt(), image, completion))
+    assert (
+        max_abs_diff(engine, hf_sequence_logprobs(processor, model, questioner_prompt(), image, completion))
+        < TOLERANCE
+    )

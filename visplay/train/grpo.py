@@ -252,7 +252,7 @@ def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float], expec
     rollouts = [None] * len(requests)
     for i, part in enumerate(parts):
         rollouts[i :: len(job.rollout_actors)] = part
-    timings["gen"] = time.perf_counter() - t0
+    timings["gen"] = timings.get("gen", 0.0) + time.perf_counter() - t0  # a redone step adds up
 
     t0 = time.perf_counter()
     score = job.task.score(step, requests, rollouts)
