@@ -54,18 +54,19 @@ def test_ledger_marks_a_shard_only_when_every_item_is_in_a_part(tmp_path):
     rejects = pa.table({"source": ["a"], "item": pa.array([0], pa.int64()), "shard": pa.array([0], pa.int32()),
                         "reason": ["empty"], "detail": ["zero bytes"]})  # fmt: skip
     write_part(rejects, tmp_path, "rejects", 0)
-    scored = pa.Table.from_pylist(
-        [dict.fromkeys(SCORED_SCHEMA.names) | {"item": 1, "shard": 0, "question_id": "x"}],
-        schema=SCORED_SCHEMA,
-    )
-    path = write_part(scored, tmp_path, "scored", 0)
+
+    def scored(item: int, ids: str, item_rows: int) -> pa.Table:
+        rows = [{"item": item, "shard": 0, "question_id": q, "item_rows": item_rows} for q in ids]
+        return pa.Table.from_pylist(
+            [dict.fromkeys(SCORED_SCHEMA.names) | r for r in rows], schema=SCORED_SCHEMA
+        )
+
+    path = write_part(scored(1, "x", 1), tmp_path, "scored", 0)
     assert ledger.try_finish(0) is None  # item 2 is missing
-    assert write_part(scored, tmp_path, "scored", 0) == path  # the same rows again: the same file
-    two = pa.Table.from_pylist(
-        [dict.fromkeys(SCORED_SCHEMA.names) | {"item": 2, "shard": 0, "question_id": q} for q in "yz"],
-        schema=SCORED_SCHEMA,
-    )
-    write_part(two, tmp_path, "scored", 0)
+    assert write_part(scored(1, "x", 1), tmp_path, "scored", 0) == path  # the same rows again: the same file
+    write_part(scored(2, "y", 2), tmp_path, "scored", 0)  # item 2's first question row, in a part of its own
+    assert ledger.try_finish(0) is None  # its second row (another block, another part) is not on disk yet
+    write_part(scored(2, "z", 2), tmp_path, "scored", 0)
     marker = ledger.try_finish(0)
     assert marker is not None and marker["items"] == 3
     assert marker["counts"]["scored"] == 3 and marker["counts"]["scored_items"] == 2

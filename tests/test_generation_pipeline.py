@@ -141,7 +141,7 @@ def test_pipeline_runs_end_to_end_survives_a_killed_engine_and_is_reproducible(
         [sys.executable, str(ROOT / "jobs" / "generate_questions.py"), "--config", str(CONFIG),
          *_overrides(bootstrapped_model, corpus_with_bad_files, tmp_path / "b")],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, HOLD_AFTER_FIRST_SHARD_ENV: "600"},  # the driver waits after its first marker
+        env={**os.environ, HOLD_AFTER_FIRST_SHARD_ENV: "600"},  # the watcher holds after its first marker
     )  # fmt: skip
     deadline = time.monotonic() + 600
     while not list((pass_dir / "shards").glob("shard_*.json")) and time.monotonic() < deadline:

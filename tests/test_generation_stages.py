@@ -55,6 +55,7 @@ def test_explode_questions_one_row_per_sample_with_parse_result():
     assert out.schema.equals(QUESTIONS_SCHEMA)
     rows = out.to_pylist()
     assert [r["sample_index"] for r in rows] == [0, 1]
+    assert [r["item_rows"] for r in rows] == [2, 2]  # the shard ledger waits for both rows of the item
     assert (
         rows[0]["parse_ok"]
         and rows[0]["question"] == "How many circles?"
@@ -68,6 +69,7 @@ def test_explode_questions_one_row_per_sample_with_parse_result():
 def test_explode_questions_keeps_an_engine_failure_as_one_failed_row():
     rows = ExplodeQuestions()(_engine_batch([], error="RuntimeError: boom")).to_pylist()
     assert len(rows) == 1 and not rows[0]["parse_ok"] and rows[0]["parse_error"] == "RuntimeError: boom"
+    assert rows[0]["item_rows"] == 1
 
 
 def test_reasoner_prompts_skip_unparsed_questions():
@@ -81,7 +83,7 @@ def test_reasoner_prompts_skip_unparsed_questions():
 def _answered(question_id, question, answers, parse_ok=True, error=""):
     return {
         "question_id": question_id, "image_id": "img-" + question_id, "source": "s", "item": 0, "shard": 0, "image": b"",
-        "questioner_ckpt": "q", "questioner_seed": 1, "sample_index": 0, "questioner_sampling": "{}",
+        "questioner_ckpt": "q", "questioner_seed": 1, "sample_index": 0, "item_rows": 1, "questioner_sampling": "{}",
         "raw": "raw", "questioner_tokens": 5, "questioner_seconds": 0.1, "parse_ok": parse_ok,
         "parse_error": "" if parse_ok else "missing_type", "qtype": "numerical" if parse_ok else None,
         "question": question, "proposed_answer": "1", "prompt": None, "row_seed": 9,

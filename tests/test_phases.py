@@ -38,8 +38,9 @@ def test_a_changed_field_stops_the_phase_that_reads_it_and_not_the_others(tmp_pa
 
     # Fields no phase reads (serving, engine batch sizes, Ray): nothing stops.
     same = _cfg(
-        tmp_path, "serve.max_tokens=32", "generation.questioner_engine.batch_size=8", "ray.num_cpus=2"
-    )
+        tmp_path, "serve.max_tokens=32", "generation.questioner_engine.batch_size=8", "ray.num_cpus=2",
+        "questioner_grpo.save_every=3", "reasoner_grpo.weight_sync=broadcast",
+    )  # fmt: skip
     assert loop.check_phases(same) == []
 
     # p_low is read by generate only: iter_1/generate is the first phase that stops, named with the field.
@@ -118,6 +119,12 @@ def test_a_moved_run_resumes_its_phases_and_serves_its_reasoner(tmp_path):
 
     moved = _cfg(moved_to, "iterations=1")
     assert loop.check_phases(moved) == []  # the location is not a setting
+    # A corpus kept inside out_dir (as the embedded default keeps it) moves with it: the same setting.
+    inside = [
+        loop.phase_settings(_cfg(d, f"corpus.path={d}/corpus"), "generate")["corpus.path"]
+        for d in (ran_at, moved_to)
+    ]
+    assert inside == ["<out_dir>/corpus", "<out_dir>/corpus"]
     out = loop._grpo_phase(
         moved, 1, "reasoner", Checkpoint("/base", "v0"), moved.reasoner_grpo, moved.generation.reasoner_sampling,
         task=lambda: pytest.fail("a finished phase must not run"), skip="",

@@ -14,17 +14,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from visplay.checkpoints import MANIFEST, model_version, weights_sha256
 from visplay.cli import main as cli_main
 from visplay.config import TinyModelConfig
 from visplay.world import tiny_model
-from visplay.world.tiny_model import (
-    MANIFEST,
-    RENDERED_IMAGE,
-    build_tiny_model,
-    image_token_count,
-    model_version,
-    weights_sha256,
-)
+from visplay.world.tiny_model import RENDERED_IMAGE, build_tiny_model, image_token_count
 from visplay.world.tokenizer import SPECIAL_TOKENS
 
 SPEC = TinyModelConfig()

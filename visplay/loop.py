@@ -58,12 +58,31 @@ READS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 """The config fields (dotted sections or leaves) each phase's result depends on. Engines, batch sizes, Ray
-and MLflow settings change how fast a phase runs, not what it writes, and are left out."""
+and MLflow settings change how fast a phase runs, not what it writes, and are left out (so is
+:data:`HOW`)."""
+
+HOW = tuple(
+    f"{role}_grpo.{name}"
+    for role in ("questioner", "reasoner")
+    for name in ("weight_sync", "save_every", "keep_checkpoints", "zero_stage", "offload_optimizer",
+                 "gradient_checkpointing")
+)  # fmt: skip
+"""Fields inside the sections of :data:`READS` that change how a phase runs, not what it writes."""
+
+PATHS = ("corpus.path", "eval.synthetic_path")
+"""Path settings, recorded relative to ``out_dir`` when they lie inside it (a run moved together with its
+``out_dir``, as the embedded default keeps its corpus there, reads the same settings)."""
 
 
 def phase_settings(cfg: Config, name: str) -> dict:
-    """The values of the fields phase ``name`` reads (:data:`READS`), by dotted name."""
-    return flat_settings(cfg.model_dump(mode="json"), READS[name])
+    """The values of the fields phase ``name`` reads (:data:`READS`, less :data:`HOW`), by dotted name."""
+    settings = flat_settings(cfg.model_dump(mode="json"), READS[name])
+    settings = {k: v for k, v in settings.items() if not any(k == h or k.startswith(h + ".") for h in HOW)}
+    root = Path(cfg.out_dir).absolute()
+    for key in PATHS:
+        if isinstance(settings.get(key), str) and Path(settings[key]).is_relative_to(root):
+            settings[key] = "<out_dir>/" + Path(settings[key]).relative_to(root).as_posix()
+    return settings
 
 
 def run_phases(cfg: Config) -> list[Phase]:

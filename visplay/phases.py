@@ -34,10 +34,13 @@ class ChangedSettings(RuntimeError):
     def __init__(self, phase: Phase, changes: dict[str, tuple[Any, Any]]) -> None:
         self.phase, self.changes = phase, changes
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items()))
-        super().__init__(
-            f"{phase.label} was run with other settings ({listed}); keep the earlier settings, use another "
-            "run name, or pass --rerun-changed to jobs/evolve.py to redo it and every phase after it"
-        )
+        if any(k.startswith("input ") for k in changes):  # other weights than it was run on
+            hint = (f"its inputs changed (another model than it was run on): remove {phase.dir} and the "
+                    "phases after it to redo them, or use another run name")  # fmt: skip
+        else:
+            hint = ("keep the earlier settings, use another run name, or pass --rerun-changed to "
+                    "jobs/evolve.py to redo it and every phase after it")  # fmt: skip
+        super().__init__(f"{phase.label} was run with other settings ({listed}); {hint}")
 
 
 def flat_settings(config: dict, fields: tuple[str, ...]) -> dict[str, Any]:

@@ -140,7 +140,19 @@ def load_history(path: str | Path) -> list[IterationRecord]:
     path = Path(path)
     if not path.is_file():
         return []
-    return [IterationRecord(**r) for r in json.loads(path.read_text())]
+    return [IterationRecord(**_upgrade(r)) for r in json.loads(path.read_text())]
+
+
+def _upgrade(record: dict) -> dict:
+    """A record written before records kept a histogram (it lists every p) in today's form."""
+    if "p_values" not in record:
+        return record
+    ps = record.pop("p_values")
+    return record | {
+        "answered": len(ps),
+        "p_histogram": p_histogram(ps),
+        "p_mean": sum(ps) / len(ps) if ps else None,
+    }
 
 
 def plot_history(records: list[IterationRecord], path: str | Path) -> Path:

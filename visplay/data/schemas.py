@@ -107,6 +107,9 @@ QUESTIONS_SCHEMA = pa.schema(
         pa.field("questioner_ckpt", pa.string()),
         pa.field("questioner_seed", pa.int64()),
         pa.field("sample_index", pa.int32()),
+        pa.field(
+            "item_rows", pa.int32()
+        ),  # question rows of this item: its parts are complete with all of them
         pa.field("questioner_sampling", pa.string()),
         pa.field("raw", pa.string()),
         pa.field("questioner_tokens", pa.int64()),

@@ -356,6 +356,8 @@ def generate_frozen(
         wrong = sorted({r.version for r in rollouts} - {version})
         if not wrong:
             return rollouts, reloads
+        if reloads == attempts:
+            break
         log.warning(
             "frozen engine %s answered with %s, not %s: re-loading %s", actor, wrong, version, checkpoint
         )

@@ -93,7 +93,8 @@ class VerdictSink(Datasink):
             folder.mkdir(parents=True)
 
     def write(self, blocks: Iterable, ctx) -> dict:
-        tables = [BlockAccessor.for_block(b).to_arrow().cast(SCORED_SCHEMA) for b in blocks]
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t.cast(SCORED_SCHEMA) for t in tables if t.num_rows]  # an empty block may lack columns
         table = pa.concat_tables(tables) if tables else SCORED_SCHEMA.empty_table()
         for keep, folder in self.folders.items():
             rows = _kept(table, keep)

@@ -82,7 +82,7 @@ class GenerationSummary:
     shards_run: int = 0
     """Shards this call ran (the rest were finished by an earlier, interrupted run)."""
     first_rows_seconds: float | None = None
-    """Seconds from the start of this call until the first scored rows were written (engines started)."""
+    """Seconds from the start of this call until the driver got the first written rows (both engines up)."""
     first_shard_seconds: float | None = None
     """Seconds from the start of this call until its first shard was marked finished."""
     finalize_seconds: float = 0.0
@@ -243,8 +243,9 @@ def load_or_make_plan(cfg: Config, out_dir: Path, fingerprint: str, settings: di
 
 
 HOLD_AFTER_FIRST_SHARD_ENV = "VISPLAY_TEST_HOLD_AFTER_FIRST_SHARD_S"
-"""Fault injection for tests: seconds the driver holds right after marking its first shard, so a kill
-lands mid-pass whatever the machine's speed (shards often finish in one burst). Unset in real runs."""
+"""Fault injection for tests: seconds the shard watcher holds right after marking its first shard (no
+other shard is marked meanwhile; the pipeline streams on), so a kill lands with exactly one marker whatever
+the machine's speed (shards often finish in one burst). Unset in real runs."""
 
 
 def _first_marked(started: float) -> float:
@@ -307,8 +308,11 @@ def run_generation(
         try:
             for _ in written.iter_batches(batch_format="pyarrow", batch_size=None):
                 first_rows_seconds = first_rows_seconds or time.perf_counter() - started
-        finally:
-            waiting = watcher.stop()
+        except BaseException:
+            watcher.stop(raise_error=False)  # the pass's own error is the one to report
+            ray.kill(claims)
+            raise
+        waiting = watcher.stop()
         for shard in waiting:  # the last shards, shards of rejects only
             if ledger.try_finish(shard) is None:
                 raise RuntimeError(

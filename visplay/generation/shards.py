@@ -12,7 +12,8 @@ Layout under a pass directory (every path that a marker records is relative to i
 A part file is written by the Ray Data task that holds the rows (never by the driver) to a hidden
 temporary name, fsynced and renamed, so a reader sees whole files or none. Its name is a hash of the rows'
 keys: a task that Ray retries rewrites the same file instead of adding a second copy. A shard is finished
-when the items found in its part files are exactly its planned items; its marker lists those files.
+when the items found in its part files are exactly its planned items, a scored item counting once all its
+question rows (``item_rows``) are on disk; its marker lists those files.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -205,9 +207,17 @@ class ShardLedger:
             folder = self.out_dir / "parts" / kind / shard_name(shard)
             paths = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
             files[kind] = [p.relative_to(self.out_dir).as_posix() for p in paths]
-            columns = ["item", "reason"] if kind == "rejects" else ["item"]
+            columns = {"rejects": ["item", "reason"], "scored": ["item", "item_rows"]}.get(kind, ["item"])
             tables = [pq.read_table(p, columns=columns) for p in paths]
             found = {i for t in tables for i in t["item"].to_pylist()}
+            if kind == "scored":  # an item's question rows can span parts: found once all of them are on disk
+                rows = Counter(i for t in tables for i in t["item"].to_pylist())
+                want = {
+                    i: n
+                    for t in tables
+                    for i, n in zip(t["item"].to_pylist(), t["item_rows"].to_pylist(), strict=True)
+                }
+                found = {i for i in found if rows[i] == want[i]}
             counts[kind] = sum(t.num_rows for t in tables)
             counts[f"{kind}_items"] = len(found)
             items |= found
@@ -269,11 +279,11 @@ class ShardWatcher(threading.Thread):
             if self.marked == 1:
                 self.on_first()
 
-    def stop(self) -> list[int]:
+    def stop(self, raise_error: bool = True) -> list[int]:
         """Stop polling (after a poll in progress, and a hold in ``on_first``); the shards still waiting."""
         self._stop_event.set()
         self.join()
-        if self.error is not None:
+        if self.error is not None and raise_error:
             raise RuntimeError(
                 f"marking shards of {self.ledger.out_dir} failed: {self.error}"
             ) from self.error

@@ -77,6 +77,7 @@ class ExplodeQuestions:
                 out["questioner_ckpt"].append(row["q_engine_ckpt"])
                 out["questioner_seed"].append(row["row_seed"])
                 out["sample_index"].append(index)
+                out["item_rows"].append(len(samples))
                 out["questioner_sampling"].append(row["q_sampling"])
                 out["raw"].append(raw)
                 out["questioner_tokens"].append(len(token_ids[index]))

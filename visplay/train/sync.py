@@ -13,6 +13,7 @@ from typing import Any
 
 from visplay.config import GRPOConfig
 from visplay.engine.transports import ObjectStoreTransport, WeightTransport, make_transport
+from visplay.engine.weight_names import WeightSyncError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,8 @@ class TrainerWeightSync:
             state = engine.module.state_dict()
             try:
                 self._transport.push(state, version)
-            except RuntimeError as err:
-                if isinstance(self._transport, ObjectStoreTransport):
+            except Exception as err:  # a dead member fails the collective, or its receive (an actor error)
+                if isinstance(self._transport, ObjectStoreTransport) or isinstance(err, WeightSyncError):
                     raise
                 # A member died mid-broadcast: its restart is not in the group; the object store reaches it.
                 log.warning("%s; pushing through the object store from now on", err)
