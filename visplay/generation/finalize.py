@@ -20,7 +20,6 @@ leaves no file of the first attempt behind.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable
@@ -36,7 +35,7 @@ from ray.data.context import ShuffleStrategy
 from ray.data.datasource import Datasink, WriteResult
 
 from visplay.data.schemas import DUPLICATES_SCHEMA, REJECTS_SCHEMA, SCORED_SCHEMA
-from visplay.generation.shards import TABLES
+from visplay.generation.shards import TABLES, write_durably
 
 ORDER = ["item", "sample_index"]
 """The stable order key of question rows: the plan's item, then the questioner sample."""
@@ -80,7 +79,7 @@ class VerdictSink(Datasink):
     Ray Data's own writers write a dataset to one folder; the two tables come from one sorted dataset,
     which written twice would run its shuffles twice, or be held whole in the object store in between.
     Part files are named by write task (``part-000007.parquet``: task order is the sorted order) and land
-    whole (a temporary name, then a rename). ``counts`` holds the summed counts after the write.
+    whole (:func:`~visplay.generation.shards.write_durably`). ``counts`` holds the summed counts after the write.
     """
 
     def __init__(self, out_dir: Path) -> None:
@@ -99,10 +98,7 @@ class VerdictSink(Datasink):
         for keep, folder in self.folders.items():
             rows = _kept(table, keep)
             if rows.num_rows:
-                final = folder / f"part-{ctx.task_idx:06d}.parquet"
-                tmp = folder / f".{final.name}.{os.getpid()}.tmp"
-                pq.write_table(rows, tmp)
-                os.replace(tmp, final)
+                write_durably(rows, folder / f"part-{ctx.task_idx:06d}.parquet")
         return dict(partial_counts(table))
 
     def on_write_complete(self, write_result: WriteResult) -> None:

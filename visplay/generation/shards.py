@@ -54,14 +54,18 @@ def write_part(table: pa.Table, out_dir: str | Path, kind: str, shard: int) -> s
         keys = [f"{k}/{q}" for k, q in zip(keys, table["question_id"].to_pylist(), strict=True)]
     name = "part-" + hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:20] + ".parquet"
     relative = Path("parts") / kind / shard_name(shard) / name
-    final = Path(out_dir) / relative
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{name}.{os.getpid()}.tmp")
+    write_durably(table, Path(out_dir) / relative)
+    return relative.as_posix()
+
+
+def write_durably(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` whole or not at all: a hidden temporary name, fsync, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    return relative.as_posix()
+    os.replace(tmp, path)
 
 
 def write_by_shard(table: pa.Table, out_dir: str | Path, kind: str) -> list[tuple[int, str]]:

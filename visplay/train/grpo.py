@@ -35,7 +35,7 @@ from visplay.rewards import warm_up
 from visplay.rl import agg_loss, group_advantages, kl_penalty, masked_mean, policy_loss, zero_variance_groups
 from visplay.rl.ppo import minibatch_count, run_updates, split_even
 from visplay.train.policy import Sample, collate, completion_logprobs, load_policy
-from visplay.train.sync import TrainerWeightSync
+from visplay.train.sync import TrainerWeightSync, full_weights
 
 METRICS_FILE = "metrics.jsonl"
 """Per-step metrics of a phase, one JSON object per line, in the phase's ``out_dir`` (rank 0 writes it)."""
@@ -236,17 +236,13 @@ def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float], expec
     t0 = time.perf_counter()
     requests = job.task.requests(step, job.grpo.prompts_per_step)
     shards = [requests[i :: len(job.rollout_actors)] for i in range(len(job.rollout_actors))]
-    futures = [
-        a.generate.remote(s, job.sampling, job.grpo.group_size)
-        for a, s in zip(job.rollout_actors, shards, strict=True)
-        if s
-    ]
-    parts = ray.get(futures)
+    busy = [(i, a, s) for i, (a, s) in enumerate(zip(job.rollout_actors, shards, strict=True)) if s]
+    parts = ray.get([a.generate.remote(s, job.sampling, job.grpo.group_size) for _, a, s in busy])
     stale = [
         f"rollout engine {i} ({a}) holds {sorted({r.version for r in part} - {expected})}, expected {expected}"
-        for i, (a, part) in enumerate(zip([a for a, s in zip(job.rollout_actors, shards, strict=True) if s], parts, strict=True))
+        for (i, a, _), part in zip(busy, parts, strict=True)
         if any(r.version != expected for r in part)
-    ]  # fmt: skip
+    ]
     if stale:
         return StaleEngines(stale)
     rollouts = [None] * len(requests)
@@ -364,14 +360,9 @@ def _save_hf(engine, processor, final: Path, job: GRPOJob, rank: int) -> None:
     """
     import shutil
 
-    import deepspeed
-
     from visplay.checkpoints import model_version
 
-    params = list(engine.module.parameters())
-    with deepspeed.zero.GatheredParameters(
-        params, modifier_rank=None, enabled=engine.zero_optimization_stage() == 3
-    ):
+    with full_weights(engine):
         if rank != 0:
             return
         tmp = final.with_name(final.name + ".tmp")

@@ -18,6 +18,16 @@ from visplay.engine.weight_names import WeightSyncError
 log = logging.getLogger(__name__)
 
 
+def full_weights(engine):
+    """Context manager: inside it, every parameter of the DeepSpeed ``engine``'s module is whole on every
+    rank (under ZeRO-3 all ranks must enter it together; other stages: nothing to do)."""
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(
+        list(engine.module.parameters()), modifier_rank=None, enabled=engine.zero_optimization_stage() == 3
+    )
+
+
 class TrainerWeightSync:
     """Pushes a DeepSpeed engine's weights into rollout actors (one instance per trainer process).
 
@@ -41,16 +51,12 @@ class TrainerWeightSync:
 
     def push(self, engine, version: str, after_restart: bool = False) -> None:
         """Every rank calls this; rank 0 pushes the full weights, labelled ``version``."""
-        import deepspeed
         import torch.distributed as dist
 
         self.version = version
         if after_restart and not isinstance(self._transport, ObjectStoreTransport):
             self._transport = ObjectStoreTransport(self.actors)  # a restarted engine is in no group
-        params = list(engine.module.parameters())
-        with deepspeed.zero.GatheredParameters(
-            params, modifier_rank=None, enabled=engine.zero_optimization_stage() == 3
-        ):
+        with full_weights(engine):
             if self.rank != 0:
                 return
             if self._transport is None:
