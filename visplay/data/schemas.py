@@ -1,6 +1,6 @@
 """Arrow schemas of the tables the pipeline passes around, in one place.
 
-A column means the same thing in every table that has it (see the tables section of DESIGN.md):
+A column means the same thing in every table that has it; this docstring is the reference:
 
 ``images`` (one decoded, usable image)
     ``image_id``  sha256 hex digest of the encoded bytes (the join key everywhere, also of the

@@ -74,7 +74,7 @@ def train_loop(config: dict) -> None:
 
     if not torch.cuda.is_available():
         # DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce kernel in deepspeed.initialize,
-        # and its build is not reused across processes here (45-80 s per phase on 2 cores, STACK_NOTES).
+        # and its build is not reused across processes here (45-80 s per phase on 2 cores, docs/stack.md).
         # DeepSpeed keeps its op-compatibility table in this module-level dict; marking the op unavailable
         # makes it use plain gloo collectives, which is all a CPU test run needs.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
