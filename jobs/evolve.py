@@ -8,8 +8,9 @@ Algorithm, for each iteration i = 1..iterations (Q_0 = R_0 = the base model):
   3. train_reasoner    GRPO on R_{i-1} against the silver labels of that set                    -> R_i
   4. evaluate          R_i answers the held-out benchmarks greedily (its engine); rule/judge scores
                        (the base model R_0 is evaluated once first, as iteration 0)
-The phases are in visplay/loop.py. The job holds two vLLM rollout engines (questioner, reasoner) from
-start to end and loads each phase's weights into them; with generation.reuse_rollout_engines the
+The phases are in visplay/loop.py. The job holds two vLLM rollout engines (questioner, reasoner) and one
+GRPO worker group (Ray Train + DeepSpeed, visplay/train/service.py) from start to end: each phase loads
+its weights into them in-process instead of starting processes; with generation.reuse_rollout_engines the
 generation pass uses them too, otherwise it starts autoscaling engine pools. Each phase writes a
 completion marker (visplay/phases.py) only when its outputs are complete; a restarted job skips finished
 phases and GRPO phases resume from their last saved step. A rerun whose settings differ from those a
@@ -39,6 +40,7 @@ from visplay import runtime, tracking
 from visplay.checkpoints import Checkpoint
 from visplay.engine.rollout import start_rollout_actors
 from visplay.loop import check_phases, run_iterations
+from visplay.train.service import TrainerService
 from visplay.train.tasks import QuestionerTask
 from visplay.world.embedded import ensure_base_model, ensure_corpus
 
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         "evolve", rest, check=lambda c: check_phases(c, rerun_changed=known.rerun_changed)
     )
     try:
+        # The GRPO workers start now (imports, process group) while the driver prepares the model and data.
+        trainer = TrainerService(cfg, cfg.run_dir / "ray_train")
         base_path, base_version = ensure_base_model(cfg)
         ensure_corpus(cfg)
         tracking.setup(cfg)
@@ -66,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         images = QuestionerTask.load_images(cfg.corpus, limit=grpo_q.steps * grpo_q.prompts_per_step)
 
         # --- loop ----------------------------------------------------------------------------------
-        questioner, reasoner = run_iterations(cfg, questioner, reasoner, images)
+        questioner, reasoner = run_iterations(cfg, questioner, reasoner, images, trainer)
+        trainer.close()  # the workers leave; an interrupt or an error skips this and ray.shutdown ends them
     except KeyboardInterrupt:  # finished phases keep their markers; the phase in progress resumes on rerun
         print(f"interrupted: finished phases are kept under {cfg.run_dir}; rerun the same command to resume")
         return 130
     finally:
-        ray.shutdown()  # stops the rollout engines and any trainer workers this job started
+        ray.shutdown()  # stops the rollout engines and the trainer workers
 
     # --- cleanup -----------------------------------------------------------------------------------
     print(f"questioner {questioner.path} ({questioner.version[:12]})")

@@ -39,6 +39,7 @@ from visplay.checkpoints import Checkpoint
 from visplay.config import Config, load_config, save_config, with_absolute_paths, with_overrides
 from visplay.engine.rollout import start_rollout_actors
 from visplay.loop import run_iterations
+from visplay.train.service import TrainerService
 from visplay.train.tasks import QuestionerTask
 from visplay.world.corpus import GROUND_TRUTH_FILENAME
 from visplay.world.embedded import ensure_base_model, ensure_corpus
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[experiment.RunResult] = []
     engines = None
     try:
+        trainer = TrainerService(cfg, cfg.run_dir / "ray_train")  # one GRPO worker group for every run
         for seed in exp.seeds:
             boot = run_config(cfg, seed, None)
             base_path, base_version = ensure_base_model(boot)  # 1. bootstrap B_s (labels used here only)
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                         Checkpoint(base_path, base_version, engines=(engines[0],)),
                         Checkpoint(base_path, base_version, engines=(engines[1],)),
                         images,
+                        trainer,
                     )
                 except Exception as err:  # reported in the table; the other runs still go ahead
                     log.exception("seed %d arm %s failed", seed, arm.name)
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                     experiment.collect_run(run.run_dir, arm.name, seed, cfg.iterations, error, _skills(cfg))
                 )
                 write_report(cfg, results, argv, started)
+        trainer.close()  # the workers leave; an interrupt skips this and ray.shutdown ends them
     except KeyboardInterrupt:
         print(f"interrupted: finished phases are kept under {cfg.run_dir}; rerun the same command to resume")
         return 130

@@ -50,10 +50,8 @@ def _ray(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedPro
     )
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """(env with RAY_ADDRESS for the job CLI, temp dir) of a local head node; stopped after the module."""
-    temp = Path("/tmp") / f"vp-ray-{os.getpid()}"  # Ray's socket paths must stay short
+def _start_head(temp: Path) -> tuple[dict, int]:
+    """Start a head node on fresh free ports; returns (env with RAY_ADDRESS for the job CLI, agent port)."""
     gcs_port, dash_port, agent_port = _free_port(), _free_port(), _free_port()
     env = {
         **os.environ,
@@ -70,6 +68,44 @@ def cluster(tmp_path_factory):
         env={k: v for k, v in env.items() if k != "RAY_ADDRESS"},
     )  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
+    return env, agent_port
+
+
+def _agent_listening(port: int, timeout: float) -> bool:
+    """Whether the head's dashboard agent (which runs submitted jobs) accepts connections within timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(2)
+    return False
+
+
+def _agent_log(temp: Path) -> str:
+    logs = sorted(temp.glob("session_*/logs/dashboard_agent.log"))
+    return logs[-1].read_text(errors="replace")[-3000:] if logs else f"(no dashboard_agent.log under {temp})"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(env with RAY_ADDRESS for the job CLI, temp dir) of a local head node; stopped after the module.
+
+    The head's job agent binds a port picked free a moment earlier; on a loaded machine another process can
+    take it in between (CI once saw "No available agent to submit job" for 3 minutes). A head whose agent
+    is not listening after 120 s is stopped and started once more on new ports, with the agent's log."""
+    temp = Path("/tmp") / f"vp-ray-{os.getpid()}"  # Ray's socket paths must stay short
+    env, agent_port = _start_head(temp)
+    if not _agent_listening(agent_port, timeout=120):
+        print(
+            f"dashboard agent not listening on {agent_port} after 120 s; restarting the head:\n{_agent_log(temp)}"
+        )
+        _stop_head(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+        env, agent_port = _start_head(temp)
+        assert _agent_listening(agent_port, timeout=120), (
+            f"dashboard agent never listened:\n{_agent_log(temp)}"
+        )
     try:
         yield env, temp
     finally:
@@ -103,7 +139,7 @@ def _submit(env: dict, args: list[str]) -> str:
         if "No available agent" not in submitted.stderr:
             break
         time.sleep(5)
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr[-3000:]
     match = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr)
     assert match, f"no submission id in: {submitted.stdout + submitted.stderr}"
     return match.group(0)

@@ -29,6 +29,7 @@ from visplay.eval.scoring import BenchmarkReport, comparison_table
 from visplay.generation.pipeline import run_generation
 from visplay.phases import ChangedSettings, Phase, flat_settings
 from visplay.report import IterationRecord
+from visplay.train.service import TrainerService
 from visplay.train.tasks import QuestionerTask, ReasonerTask
 from visplay.train.trainer import train_phase
 
@@ -119,8 +120,9 @@ def check_phases(cfg: Config, rerun_changed: bool = False) -> list[Phase]:
 
 
 def train_questioner(
-    cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes]
-) -> dict:
+    cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes],
+    trainer: TrainerService | None = None,
+) -> dict:  # fmt: skip
     """Phase 1: GRPO on the Questioner (its engine) against the frozen Reasoner (its engine)."""
 
     def task() -> QuestionerTask:
@@ -133,7 +135,7 @@ def train_questioner(
     skip = "" if cfg.questioner_grpo.enabled else "questioner_grpo.enabled is false"
     return _grpo_phase(
         cfg, it, "questioner", questioner, cfg.questioner_grpo, cfg.generation.questioner_sampling, task, skip,
-        judge=reasoner,
+        judge=reasoner, trainer=trainer,
     )  # fmt: skip
 
 
@@ -157,7 +159,9 @@ def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint)
         return phase.complete({"tables": tables, "kept": summary.kept, "questions": summary.questions})
 
 
-def train_reasoner(cfg: Config, it: int, reasoner: Checkpoint, question_set: dict) -> dict:
+def train_reasoner(
+    cfg: Config, it: int, reasoner: Checkpoint, question_set: dict, trainer: TrainerService | None = None
+) -> dict:
     """Phase 3: GRPO on the Reasoner against the silver labels (skipped, and said so, when nothing was kept)."""
 
     def task() -> ReasonerTask:
@@ -167,8 +171,9 @@ def train_reasoner(cfg: Config, it: int, reasoner: Checkpoint, question_set: dic
     skip = "no question was kept" if question_set["kept"] == 0 else ""
     skip = skip or ("" if cfg.reasoner_grpo.enabled else "reasoner_grpo.enabled is false")
     return _grpo_phase(
-        cfg, it, "reasoner", reasoner, cfg.reasoner_grpo, cfg.generation.reasoner_sampling, task, skip
-    )
+        cfg, it, "reasoner", reasoner, cfg.reasoner_grpo, cfg.generation.reasoner_sampling, task, skip,
+        trainer=trainer,
+    )  # fmt: skip
 
 
 def _grpo_phase(
@@ -181,9 +186,11 @@ def _grpo_phase(
     task: Callable[[], QuestionerTask | ReasonerTask],
     skip: str,
     judge: Checkpoint | None = None,
+    trainer: TrainerService | None = None,
 ) -> dict:
     """One role's GRPO phase: ``policy`` trained on ``task()`` (its rollouts on ``policy``'s engine; ``judge``,
-    if any, answers on its own engine), or, when ``skip`` names a reason, the policy passed on unchanged."""
+    if any, answers on its own engine) by the job's ``trainer`` workers, or, when ``skip`` names a reason,
+    the policy passed on unchanged."""
     phase = Phase(cfg.run_dir, it, f"train_{role}")
     settings = phase_settings(cfg, phase.name)
     inputs = {"policy": policy.version} | ({} if judge is None else {"judge": judge.version})
@@ -207,7 +214,7 @@ def _grpo_phase(
         result = train_phase(
             cfg, role=role, task=task(), checkpoint=policy.path, version=policy.version, grpo=grpo,
             sampling=sampling, out_dir=phase.dir, rollout_actors=list(policy.engines),
-            mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id,
+            mlflow_uri=tracking.tracking_uri(cfg), mlflow_run_id=run_id, trainer=trainer,
         )  # fmt: skip
         out = phase.complete(
             {"checkpoint": phase.relative(result.checkpoint), "version": result.version, "from": policy.version,
@@ -227,9 +234,10 @@ def _serving(cfg: Config, *models: Checkpoint) -> tuple[Checkpoint, ...]:
 
 
 def run_iterations(
-    cfg: Config, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes]
+    cfg: Config, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes], trainer: TrainerService
 ) -> tuple[Checkpoint, Checkpoint]:
-    """Iterations 1..cfg.iterations under one MLflow parent run; returns the last Questioner and Reasoner."""
+    """Iterations 1..cfg.iterations under one MLflow parent run, every GRPO phase on ``trainer``'s workers;
+    returns the last Questioner and Reasoner."""
     q_engine, r_engine = questioner.engines[0], reasoner.engines[0]
     history = [r for r in report.load_history(cfg.run_dir / "history.json") if r.iteration <= cfg.iterations]
     reports: list[tuple[str, list[dict]]] = []  # (base / iter i, its benchmark reports) per evaluated model
@@ -242,12 +250,12 @@ def run_iterations(
             with tracking.run(f"iter{it}", tags={"iteration": str(it)}):
                 seconds: dict[str, float] = {}
                 with _phase(it, cfg.iterations, "train_questioner", seconds):
-                    q_out = train_questioner(cfg, it, questioner, reasoner, images)
+                    q_out = train_questioner(cfg, it, questioner, reasoner, images, trainer)
                 questioner = Checkpoint(q_out["checkpoint"], q_out["version"], engines=(q_engine,))
                 with _phase(it, cfg.iterations, "generate", seconds):
                     question_set = generate(cfg, it, questioner, reasoner)
                 with _phase(it, cfg.iterations, "train_reasoner", seconds):
-                    r_out = train_reasoner(cfg, it, reasoner, question_set)
+                    r_out = train_reasoner(cfg, it, reasoner, question_set, trainer)
                 reasoner = Checkpoint(r_out["checkpoint"], r_out["version"], engines=(r_engine,))
                 scores = {}
                 if cfg.eval.during_evolve:

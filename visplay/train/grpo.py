@@ -1,4 +1,7 @@
-"""The GRPO training loop that runs on every Ray Train worker, with DeepSpeed.
+"""One GRPO phase as every Ray Train worker runs it (:func:`run_phase`), with DeepSpeed.
+
+The workers stay up for the whole job (visplay.train.service); a phase loads its starting weights
+in-process, trains, saves, and frees them for the next phase.
 
 One step (rank 0 talks to the rollout actors; every rank trains on its shard):
 
@@ -20,6 +23,7 @@ or skipped. At the end rank 0 writes an HF checkpoint (loadable by transformers 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -62,15 +66,13 @@ class GRPOJob:
     extra_tags: dict[str, str] = field(default_factory=dict)
 
 
-def train_loop(config: dict) -> None:
-    """Ray Train entry point: ``config["job"]`` is a :class:`GRPOJob`."""
-    job: GRPOJob = config["job"]
-    setup_timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+def prepare_worker():
+    """Once per worker process, before any phase: the accelerator choice and DeepSpeed's imports (seconds,
+    paid once per job by :func:`visplay.train.service.serve_phases`); returns ``torch.distributed``."""
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator (gloo, torch AdamW)
-    import deepspeed
     import deepspeed.ops
+    import torch.distributed as dist
 
     if not torch.cuda.is_available():
         # DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce kernel in deepspeed.initialize,
@@ -78,16 +80,23 @@ def train_loop(config: dict) -> None:
         # DeepSpeed keeps its op-compatibility table in this module-level dict; marking the op unavailable
         # makes it use plain gloo collectives, which is all a CPU test run needs.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    import ray.train
+    from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: F401 - the model code's import, once
+
+    if dist.get_rank() == 0:
+        warm_up()  # rank 0 scores rollouts: the grader's imports happen here, not inside a timed verdict
+    return dist
+
+
+def run_phase(job: GRPOJob) -> None:
+    """One GRPO phase on this worker (every rank of the group runs it): set up, loop, save, free."""
+    import deepspeed
     import torch.distributed as dist
 
-    rank, world = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(job.seed + rank)
-    out = Path(job.out_dir)
-    state_dir = out / "state"
+    torch.manual_seed(job.seed + dist.get_rank())
+    started = time.perf_counter()
 
     # --- setup: policy under DeepSpeed, frozen reference, resume --------------------------------------
-    setup_timings["import"] = time.perf_counter() - t0
+    setup_timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model, processor = load_policy(job.checkpoint)
     if job.grpo.gradient_checkpointing:
@@ -101,8 +110,24 @@ def train_loop(config: dict) -> None:
     t0 = time.perf_counter()
     ref = load_policy(job.checkpoint)[0].eval().requires_grad_(False) if job.grpo.kl_coef > 0 else None
     setup_timings["load_ref"] = time.perf_counter() - t0
-    if rank == 0:
-        warm_up()  # rank 0 scores rollouts: the grader's imports happen here, not inside a timed verdict
+    try:
+        _train(job, engine, ref, processor, started, setup_timings)
+    finally:  # the next phase's policy (maybe the other role) gets the memory: one policy resident at a time
+        engine.destroy()
+        del engine, model, ref
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _train(job: GRPOJob, engine, ref, processor, started: float, setup_timings: dict[str, float]) -> None:
+    """Resume, the step loop, the final HF checkpoint."""
+    import ray.train
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    out = Path(job.out_dir)
+    state_dir = out / "state"
     tokenizer = processor.tokenizer
     image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -119,12 +144,13 @@ def train_loop(config: dict) -> None:
         log.info("rank %d resumed %s from step %d", rank, job.role, start)
         if start < job.grpo.steps:
             sync.push(engine, f"{job.version}+{job.role}-step{start}")
-
+    setup_timings["total"] = time.perf_counter() - started
     log.info("rank %d %s setup: %s", rank, job.role, _fmt(setup_timings))
 
     # --- loop -------------------------------------------------------------------------------------
     for step in range(start, job.grpo.steps):
-        timings: dict[str, float] = {}
+        # setup: the seconds from the phase's command to this step (its first after a start, else 0)
+        timings: dict[str, float] = {"setup": setup_timings.pop("total", 0.0)}
         failed_before = sync.failed_broadcasts
         for attempt in range(MAX_REPUSHES + 1):
             payload = [_rollout_and_score(job, step, timings, sync.version)] if rank == 0 else [None]

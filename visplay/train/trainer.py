@@ -1,8 +1,10 @@
-"""Driver side of a GRPO phase: rollout actors, the Ray Train TorchTrainer, the MLflow run, the result.
+"""Driver side of a GRPO phase: rollout actors, the worker group that trains, the MLflow run, the result.
 
-    result = train_phase(cfg, role="questioner", task=task, policy=Checkpoint(...), out_dir=...)
+    result = train_phase(cfg, role="questioner", task=task, checkpoint=path, version=version, grpo=...,
+                         sampling=..., out_dir=..., trainer=service)
 
-Workers run :func:`visplay.train.grpo.train_loop` (DeepSpeed; gloo on CPU, NCCL on GPUs). The
+The phase runs on ``trainer``, the job's long-lived GRPO worker group (visplay.train.service), whose
+workers run :func:`visplay.train.grpo.run_phase` (DeepSpeed; gloo on CPU, NCCL on GPUs). The
 rollout actors are started here, hold the *current* policy in vLLM, and receive the trainer's weights
 after every ``sync_every`` steps. Re-running the same phase into the same ``out_dir`` resumes it from its
 last saved step; a finished phase (``final/`` present) is not trained again.
@@ -10,13 +12,15 @@ last saved step; a finished phase (``final/`` present) is not trained again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from visplay.config import Config, GRPOConfig, SamplingConfig
 from visplay.report import read_step_metrics
-from visplay.train.grpo import METRICS_FILE, GRPOJob, train_loop
+from visplay.train.grpo import METRICS_FILE, GRPOJob
+from visplay.train.service import TrainerService
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +49,9 @@ def train_phase(
     mlflow_uri: str | None = None,
     mlflow_run_id: str | None = None,
     stop_after_step: int | None = None,
+    trainer: TrainerService | None = None,  # the job's long-lived worker group; None: one for this phase
 ) -> PhaseResult | None:
     """Train `role` with GRPO on `task`; returns the final checkpoint, or None when stopped early."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from visplay.checkpoints import model_version
     from visplay.engine.rollout import start_rollout_actors
 
@@ -70,25 +72,11 @@ def train_phase(
         rollout_actors=actors, out_dir=str(out_dir), seed=cfg.seed, mlflow_uri=mlflow_uri,
         mlflow_run_id=mlflow_run_id, stop_after_step=stop_after_step,
     )  # fmt: skip
-    use_gpu = cfg.ray.gpus_per_train_worker > 0
-    resources = {"CPU": cfg.ray.cpus_per_train_worker, **cfg.ray.train_worker_resources}
-    if use_gpu:
-        resources["GPU"] = cfg.ray.gpus_per_train_worker
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"job": job},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.ray.train_workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),
-        torch_config=TorchConfig(backend=cfg.ray.collective_backend),
-        run_config=RunConfig(
-            name=f"{role}-grpo",
-            storage_path=str(out_dir / "ray_train"),
-            failure_config=FailureConfig(max_failures=1),
-        ),
-    )
     try:
-        trainer.fit()
+        with contextlib.ExitStack() as stack:
+            if trainer is None:  # a phase on its own (jobs/train_*.py): a worker group for this phase only
+                trainer = stack.enter_context(TrainerService(cfg, out_dir / "ray_train"))
+            trainer.run(job)
     finally:
         if own_actors:
             import ray
