@@ -498,6 +498,9 @@ class Config(_Section):
     """Global seed (python, numpy, torch, vLLM per-row seeds derive from it)."""
     iterations: int = Field(1, ge=1)
     """Self-evolution iterations."""
+    verbose: bool = False
+    """Show the frameworks' output (vLLM, Ray, Ray Train workers, DeepSpeed) on the console too; it always
+    goes to ``<run>/logs/`` (visplay.console)."""
     models: ModelsConfig = ModelsConfig()
     """Checkpoints."""
     corpus: CorpusConfig = CorpusConfig()

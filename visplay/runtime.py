@@ -1,4 +1,5 @@
-"""What every job does first: read its config from the command line, log, seed, start or join Ray.
+"""What every job does first: read its config from the command line, log (visplay.console), seed, start
+or join Ray.
 
 cfg = runtime.start_job("generate questions", argv)   # --config FILE plus dotted overrides
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from visplay import console
 from visplay.config import Config, load_config, save_config, with_absolute_paths
 
 log = logging.getLogger("visplay")
@@ -31,13 +33,6 @@ def parse_config(description: str, argv: list[str] | None = None) -> Config:
     )
     args = parser.parse_args(argv)
     return load_config(args.config, args.overrides)
-
-
-def setup_logging() -> None:
-    """One log format for every job (time, level, logger, message) on stderr."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
 
 
 def seed_everything(seed: int) -> None:
@@ -56,10 +51,12 @@ def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    # Workers' output (engines, trainer workers) reaches the console only when verbose (visplay.console).
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=cfg.verbose)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=cfg.verbose)
+    console.route_framework_logs(cfg.verbose)
     log.info("ray: %s", ray.cluster_resources())
 
 
@@ -79,13 +76,15 @@ def start_job(
     Ray; returns the config. ``reads_run``: the job only reads an existing run (serve, evaluate).
     ``check``: run on the config before anything is written or started (a refused rerun changes nothing)."""
     cfg = with_absolute_paths(parse_config(description, argv))  # workers run in other directories
-    setup_logging()
+    console.setup(cfg.verbose)
     if check is not None:
         check(cfg)
     seed_everything(cfg.seed)
     path = save_config(cfg, job_config_path(cfg, description, reads_run))
-    log.info("%s: run %s, seed %d, resolved config at %s", description, cfg.name, cfg.seed, path)
+    log_file = console.log_to(cfg.run_dir / "logs")
+    log.info("%s: run %s, seed %d, config %s, log %s", description, cfg.name, cfg.seed, path, log_file)
     init_ray(cfg)
+    console.link_ray_logs(cfg.run_dir / "logs")
     interrupt_on_sigterm()
     return cfg
 

@@ -118,9 +118,9 @@ class RolloutActor:
     """
 
     def __init__(self, checkpoint: str, version: str, engine: EngineConfig, seed: int) -> None:
-        from visplay.runtime import setup_logging
+        from visplay import console
 
-        setup_logging()  # this actor's own process: its INFO lines (starts, pushes) reach the job's log
+        console.setup(verbose=True)  # this actor's own process: its INFO lines (starts, pushes) reach its log
         started = time.perf_counter()
         self.checkpoint = str(checkpoint)
         self._version = version

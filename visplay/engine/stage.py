@@ -72,9 +72,9 @@ class EngineStage:
         self.sampling = sampling
         self.n = n
         self.prefix = prefix
-        from visplay.runtime import setup_logging
+        from visplay import console
 
-        setup_logging()  # this actor's own process: its INFO lines reach the job's log
+        console.setup(verbose=True)  # this actor's own process: its INFO lines reach its log
         started = time.perf_counter()
         self.llm = build_llm(checkpoint, engine, seed=seed)
         log.info(

@@ -35,6 +35,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,11 +210,14 @@ class TrainerService:
                     return
                 log.warning("the GRPO workers failed in a phase; starting a new group: %s", exc)
 
-    def run(self, job) -> None:
-        """Run one phase (a :class:`~visplay.train.grpo.GRPOJob`) on the worker group; returns when it is done."""
+    def run(self, job, progress: Callable[[], None] | None = None) -> None:
+        """Run one phase (a :class:`~visplay.train.grpo.GRPOJob`) on the worker group; returns when it is done.
+        ``progress`` is called every couple of seconds while it runs, and once at the end."""
         job_id = ray.get(self.queue.submit.remote(job))
         while True:
             done, error = ray.get(self.queue.result.remote(job_id, 2.0))
+            if progress is not None:
+                progress()
             if done:
                 if error is not None:
                     raise PhaseFailed(f"{job.role} phase failed after {self._attempts} attempts: {error}")

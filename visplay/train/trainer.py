@@ -13,6 +13,7 @@ last saved step; a finished phase (``final/`` present) is not trained again.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,32 @@ class PhaseResult:
     version: str
     steps: int
     step_metrics: list[dict]
+
+
+class StepLines:
+    """Driver side: logs each step a phase appends to its ``metrics.jsonl`` as one console line (the
+    workers' own, longer lines are in their logs). Call it while the phase runs; it reads only new lines."""
+
+    FIELDS = ("reward_mean", "loss", "kl", "clip_frac")
+
+    def __init__(self, path: Path, role: str, steps: int):
+        self.path, self.role, self.steps = path, role, steps
+        self._offset = path.stat().st_size if path.is_file() else 0  # a resumed phase's old steps: printed
+
+    def __call__(self) -> None:
+        if not self.path.is_file():
+            return
+        with self.path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+        self._offset += len(complete)
+        for line in complete.decode().splitlines():
+            row = json.loads(line)
+            seconds = sum(v for k, v in row.items() if k.startswith("time_"))
+            values = " ".join(f"{k}={row[k]:.4g}" for k in self.FIELDS if k in row)
+            setup = f", setup {row['time_setup']:.1f}s" if row.get("time_setup") else ""
+            log.info("%s step %d/%d %s (%.1fs%s)", self.role, row["step"], self.steps, values, seconds, setup)
 
 
 def train_phase(
@@ -76,7 +103,7 @@ def train_phase(
         with contextlib.ExitStack() as stack:
             if trainer is None:  # a phase on its own (jobs/train_*.py): a worker group for this phase only
                 trainer = stack.enter_context(TrainerService(cfg, out_dir / "ray_train"))
-            trainer.run(job)
+            trainer.run(job, progress=StepLines(out_dir / METRICS_FILE, role, grpo.steps))
     finally:
         if own_actors:
             import ray
