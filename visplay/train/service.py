@@ -42,6 +42,7 @@ from pathlib import Path
 import ray
 
 from visplay.config import Config
+from visplay.train.grpo import deepspeed_config
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,8 @@ class TrainerService:
             resources["GPU"] = ray_cfg.gpus_per_train_worker
         return TorchTrainer(
             serve_phases,
-            train_loop_config={"queue": self.queue},
+            # the workers warm DeepSpeed up with the first phase's settings (visplay.train.grpo.prepare_worker)
+            train_loop_config={"queue": self.queue, "warm": deepspeed_config(self._cfg.questioner_grpo)},
             scaling_config=ScalingConfig(
                 num_workers=ray_cfg.train_workers, use_gpu=use_gpu, resources_per_worker=resources
             ),
@@ -250,7 +252,7 @@ def serve_phases(config: dict) -> None:
     from visplay.train.grpo import prepare_worker, run_phase
 
     queue = config["queue"]
-    dist = prepare_worker()
+    dist = prepare_worker(config["warm"])
     rank = dist.get_rank()
     while True:
         command = [ray.get(queue.next.remote(POLL_S))] if rank == 0 else [None]
