@@ -75,6 +75,7 @@ def log_to(log_dir: Path) -> Path:
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / "driver.log"
     handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)  # Ray Data's logger lets DEBUG records through
     handler.setFormatter(logging.Formatter(FORMAT))
     logging.getLogger().addHandler(handler)
     previous = sys.excepthook
