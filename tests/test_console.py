@@ -32,12 +32,17 @@ def test_the_log_file_gets_every_record(tmp_path):
     before = list(root.handlers)
     try:
         path = console.log_to(tmp_path / "logs")
-        logging.getLogger("ray.data").propagate = True
-        logging.getLogger("ray.data").info("chatter the console does not show")
+        library = logging.getLogger("some.library")
+        library.setLevel(logging.INFO)  # as a job's root logger is (console.setup)
+        library.info("chatter the console does not show")
+        library.setLevel(logging.DEBUG)
+        library.debug("too fine for the file")  # Ray Data's logger lets DEBUG through; the file stops it
         for handler in root.handlers:
             handler.flush()
         assert path == tmp_path / "logs" / "driver.log"
-        assert "chatter the console does not show" in path.read_text()
+        text = path.read_text()
+        assert "INFO some.library: chatter the console does not show" in text
+        assert "too fine" not in text
     finally:
         for handler in root.handlers[len(before) :]:
             handler.close()
