@@ -57,16 +57,18 @@ def unlabeled_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bootstrapped_engine(ray_local, bootstrapped_model):
-    """One rollout actor (configs/tiny-cpu.yaml's ``rollout_engine``: vLLM in the actor's process) holding the
-    bootstrapped model, shared by the tests that need a warm engine (an engine start costs about a minute).
-    A test that changes its weights puts the bootstrapped ones back (a push: milliseconds)."""
+    """One rollout actor (configs/tiny-cpu.yaml's ``rollout_engine``: vLLM in the actor's process, taking two
+    images per prompt for the evaluation test's multi-image question) holding the bootstrapped model, shared
+    by the tests that need a warm engine (an engine start costs about a minute). A test that changes its
+    weights puts the bootstrapped ones back (a push: milliseconds)."""
     from visplay.checkpoints import model_version
     from visplay.config import load_config
     from visplay.engine.rollout import start_rollout_actors
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml", [])
+    engine = cfg.rollout_engine.model_copy(update={"max_images_per_prompt": 2})
     (actor,) = start_rollout_actors(
-        bootstrapped_model, model_version(bootstrapped_model), cfg.rollout_engine, cfg.seed, count=1
+        bootstrapped_model, model_version(bootstrapped_model), engine, cfg.seed, count=1
     )
     yield actor
     ray_local.kill(actor)

@@ -123,6 +123,10 @@ class EngineConfig(_Section):
     """Fixed KV-cache size in bytes (the CPU build: a share of RAM is fragile on small machines)."""
     max_model_len: int = Field(2048, ge=128)
     """Longest prompt+completion the engine schedules."""
+    max_images_per_prompt: int = Field(1, ge=1)
+    """Images one prompt may carry (vLLM's ``limit_mm_per_prompt``); generation sends one, evaluation up to
+    7 (MMMU's ``image_1`` … ``image_7``: the eval engine sets it higher), serving takes its engine's value.
+    Each extra image reserves encoder memory when the engine starts."""
     max_num_seqs: int = Field(64, ge=1)
     """Sequences scheduled together."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -379,16 +383,50 @@ class ServeConfig(_Section):
         return self
 
 
-class BenchmarkFile(_Section):
-    """One local benchmark export (parquet or JSONL) and the adapter that reads it."""
+BENCHMARK_NAMES = (
+    "mmvet",
+    "realworldqa",
+    "visnumbench",
+    "mathverse",
+    "mathvision",
+    "hallusionbench",
+    "mathvista",
+    "mmstar",
+)
+"""Benchmarks read from one file or folder without further settings (``visplay.eval.benchmarks.BENCHMARKS``
+holds their classes, MMMU's too; README "Evaluation" lists the layouts each reads)."""
 
-    name: str
-    """Adapter name: mmvet, mmmu, realworldqa, visnumbench, mathverse, mathvision, hallusionbench, mathvista,
-    mmstar (``visplay.eval.ADAPTERS``; README "Evaluation" lists the columns each expects)."""
+
+class _BenchmarkFileBase(_Section):
     path: str
-    """The file (or a folder of parquet shards); images as bytes, a {bytes, path} struct or relative paths."""
+    """The release as downloaded: a parquet/JSON/JSONL file or a folder (the layouts each benchmark reads
+    are listed in README "Evaluation")."""
     limit: int | None = Field(None, ge=1)
     """Evaluate only the first `limit` examples (None: all)."""
+    judge_prompt: str | None = None
+    """The judge's prompt file for this benchmark (placeholders ``{question}``, ``{options}``, ``{answer}``,
+    ``{prediction}``); None: the project's own prompt of the benchmark's kind (``visplay/eval/prompts/``).
+    A user who needs a benchmark's official judge prompt points this at their copy."""
+
+
+class BenchmarkFile(_BenchmarkFileBase):
+    """One benchmark release read as it is (every benchmark but MMMU)."""
+
+    name: Literal[BENCHMARK_NAMES]  # type: ignore[valid-type]
+    """The benchmark: one of ``BENCHMARK_NAMES``."""
+
+
+class MMMUFile(_BenchmarkFileBase):
+    """MMMU: one subject's parquet, a subject folder or the repo root of subject folders, of one split."""
+
+    name: Literal["mmmu"]
+    """The benchmark."""
+    split: Literal["dev", "validation", "test"] = "validation"
+    """The split read where a folder holds several side by side (``test`` has no public answers)."""
+
+
+AnyBenchmarkFile = Annotated[BenchmarkFile | MMMUFile, Field(discriminator="name")]
+"""A benchmark entry of ``eval.benchmarks``, told apart by ``name``."""
 
 
 class JudgeConfig(_Section):
@@ -401,16 +439,19 @@ class JudgeConfig(_Section):
     api_key_env: str | None = None
     """Environment variable that holds the API key (None: no key); the key itself never goes in a config."""
     max_retries: int = Field(4, ge=0)
-    """Retries of a request on connection errors and HTTP 5xx, with exponential backoff."""
+    """Retries of a request on connection errors, HTTP 429 and 5xx, with exponential backoff."""
+    max_tokens: int = Field(16, ge=1)
+    """Longest judge reply (a verdict is a word or a number); part of the cache key."""
     cache_path: str | None = None
-    """Verdict cache (JSONL) keyed by (judge model, prompt, answer); None: ``judge_cache.jsonl`` in the
-    evaluation's output folder. Re-scoring with a warm cache makes no requests."""
+    """Verdict cache (JSONL) keyed by everything that changes a verdict (endpoint, judge model, max_tokens,
+    the full prompt); None: ``judge_cache.jsonl`` in the evaluation's output folder. Safe for several
+    evaluations writing at once; re-scoring with a warm cache makes no requests."""
 
 
 class EvalConfig(_Section):
     """Evaluation of Reasoner checkpoints (``jobs/evaluate.py``, and after each iteration of the loop)."""
 
-    benchmarks: list[BenchmarkFile] = []
+    benchmarks: list[AnyBenchmarkFile] = []
     """Local benchmark files to evaluate on (none by default: nothing can be downloaded here)."""
     synthetic_n: int = Field(48, ge=0)
     """Scenes of the labeled held-out synthetic split, scored exactly (0: no synthetic benchmark)."""
@@ -420,7 +461,7 @@ class EvalConfig(_Section):
     """Where the held-out split is generated when missing."""
     max_tokens: int = Field(128, ge=1)
     """Longest answer (greedy decoding, temperature 0)."""
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = EngineConfig(max_images_per_prompt=7)
     """Engine of the evaluation stage (the loop job answers with its warm Reasoner engine instead)."""
     judge: JudgeConfig | None = None
     """LLM judge; None: rule-based scores only."""

@@ -90,9 +90,9 @@ def blind_baseline(skill_of: dict[str, str], gold: dict[str, str]) -> dict[str, 
 
 def heldout_labels(truth_path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     """(example id -> skill, example id -> gold answer) of the held-out synthetic split's ground truth."""
-    from visplay.eval.adapters import load_benchmark
+    from visplay.eval.benchmarks import load_benchmark
 
-    examples = load_benchmark(BENCHMARK, truth_path)
+    examples = load_benchmark(BENCHMARK, truth_path).examples
     return {e.example_id: e.category for e in examples}, {e.example_id: e.answer for e in examples}
 
 

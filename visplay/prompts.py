@@ -69,19 +69,24 @@ _ROLES = ("system", "user", "assistant")
 _IMAGE_PART_TYPES = ("image", "image_url")
 
 
-def _image_turn(system: str, text: str) -> list[dict[str, Any]]:
-    """Build ``[system, user(image + text)]`` chat messages.
+def _image_turn(system: str, text: str, n_images: int = 1) -> list[dict[str, Any]]:
+    """Build ``[system, user(images + text)]`` chat messages.
 
     Args:
         system: the system prompt (a plain string).
-        text: the user text that follows the image.
+        text: the user text that follows the images.
+        n_images: image parts before the text (0: a text-only turn, as for HallusionBench's questions
+            without a figure).
 
     Returns:
         A fresh list of two message dicts (callers may mutate it, e.g. to attach the image object).
     """
     return [
         {"role": "system", "content": system},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
+        {
+            "role": "user",
+            "content": [*({"type": "image"} for _ in range(n_images)), {"type": "text", "text": text}],
+        },
     ]
 
 
@@ -110,11 +115,13 @@ def reasoner_user_text(question: str) -> str:
     return f"{question}\n{REASONER_INSTRUCTION}"
 
 
-def reasoner_messages(question: str) -> list[dict[str, Any]]:
+def reasoner_messages(question: str, n_images: int = 1) -> list[dict[str, Any]]:
     """Chat messages asking the Reasoner to answer ``question`` about the image, step by step, in \\boxed{}.
 
     Args:
         question: the question text (e.g. ``ParsedQuestion.question``).
+        n_images: image parts in the user turn (evaluation: a multi-image MMMU question has several, a
+            text-only HallusionBench question none).
 
     Returns:
         The same shape as :func:`questioner_messages`; a new list on every call.
@@ -122,7 +129,7 @@ def reasoner_messages(question: str) -> list[dict[str, Any]]:
     Raises:
         ValueError: if ``question`` is blank.
     """
-    return _image_turn(REASONER_SYSTEM, reasoner_user_text(question))
+    return _image_turn(REASONER_SYSTEM, reasoner_user_text(question), n_images)
 
 
 def _render_content(content: Any) -> str:
@@ -196,10 +203,11 @@ def questioner_prompt() -> str:
     return render_prompt(questioner_messages())
 
 
-def reasoner_prompt(question: str) -> str:
-    """``render_prompt(reasoner_messages(question))``: the Reasoner's vLLM prompt with one image placeholder.
+def reasoner_prompt(question: str, n_images: int = 1) -> str:
+    """``render_prompt(reasoner_messages(question, n_images))``: the Reasoner's vLLM prompt with
+    ``n_images`` image placeholders (one by default).
 
     Raises:
         ValueError: if ``question`` is blank.
     """
-    return render_prompt(reasoner_messages(question))
+    return render_prompt(reasoner_messages(question, n_images))

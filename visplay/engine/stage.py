@@ -15,23 +15,22 @@ Failure handling, so that no row is ever lost silently:
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
 from typing import Any
 
 import pyarrow as pa
-from PIL import Image
 
 from visplay.config import EngineConfig, SamplingConfig
-from visplay.engine.llm import build_llm, exit_if_engine_dead, sampling_params, sampling_record
+from visplay.engine.llm import build_llm, exit_if_engine_dead, sampling_params, sampling_record, vllm_prompt
 
 log = logging.getLogger(__name__)
 
 INPUT_COLUMNS = ("prompt", "image", "row_seed")
-"""Columns the stage reads: rendered prompt text (null: pass the row through ungenerated),
-encoded image bytes, and the per-row sampling seed."""
+"""Columns the stage reads: rendered prompt text (null: pass the row through ungenerated), the encoded
+image (bytes; or a list of images, empty for a text-only prompt, as evaluation sends them: the prompt has
+one placeholder per image), and the per-row sampling seed."""
 
 OUTPUT_FIELDS = [
     pa.field("completions", pa.list_(pa.string())),
@@ -126,13 +125,7 @@ class EngineStage:
         return results
 
     def _generate(self, rows: list[dict]) -> list[tuple[list[str], list[list[int]], str]]:
-        prompts = [
-            {
-                "prompt": row["prompt"],
-                "multi_modal_data": {"image": Image.open(io.BytesIO(row["image"])).convert("RGB")},
-            }
-            for row in rows
-        ]
+        prompts = [vllm_prompt(row["prompt"], row["image"]) for row in rows]
         params = [sampling_params(self.sampling, self.n, row["row_seed"]) for row in rows]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [

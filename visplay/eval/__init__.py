@@ -1,26 +1,25 @@
-"""Evaluation: benchmark adapters, rule scorers, HallusionBench metrics, reports and a cached LLM judge.
+"""Evaluation: benchmark releases read as users download them, each benchmark's own scoring rule, reports,
+and a cached LLM judge.
 
-    examples = load_benchmark("mmstar", "data/mmstar.parquet", limit=200)   # -> list[EvalExample]
+    loaded = load_benchmark("mmstar", "MMStar/mmstar.parquet", limit=200)  # examples + rejected rows
     ...inference writes one Prediction per example...
-    rows = score_rows(examples, predictions)                                 # joined by example_id
-    report = make_report(rows, judge_rows=judge.judge_pairs(join_predictions(examples, predictions)))
+    bench = BENCHMARKS["mmstar"]
+    rows = score_rows(bench, loaded.examples, predictions)                 # joined by example_id
+    report = make_report(bench, rows)
     print(comparison_table(reports))
 
-Everything here is pure except reading benchmark files (:mod:`visplay.eval.adapters`) and the judge's HTTP
-requests and cache file (:mod:`visplay.eval.judge`); :mod:`visplay.eval.fixtures` writes small files in each
-benchmark's schema for tests.
+:mod:`visplay.eval.benchmarks` holds one class per benchmark (layouts, scoring rule, extra figures);
+:mod:`visplay.eval.scoring` the shared rules and reports; :mod:`visplay.eval.judge` the judge (HTTP and its
+cache file); :mod:`visplay.eval.run` the evaluation of one checkpoint through the engine stage.
 """
 
-from visplay.eval.adapters import ADAPTERS, VISION_SR1_FILE_NAMES, load_benchmark
-from visplay.eval.judge import Judge, JudgeError, JudgeResult, judge_prompt, parse_verdict
-from visplay.eval.schema import ANSWER_TYPES, EvalExample, Prediction
+from visplay.eval.benchmarks import BENCHMARKS, Benchmark, Loaded, load_benchmark
+from visplay.eval.schema import ANSWER_TYPES, EvalExample, Prediction, Reject
 from visplay.eval.scoring import (
     BenchmarkReport,
     ScoredRow,
-    choice_from_text,
     comparison_table,
     extract_answer,
-    hallusion_metrics,
     join_predictions,
     make_report,
     per_category,
@@ -30,26 +29,21 @@ from visplay.eval.scoring import (
 from visplay.eval.tables import BenchmarkFormatError
 
 __all__ = [
-    "ADAPTERS",
     "ANSWER_TYPES",
-    "VISION_SR1_FILE_NAMES",
+    "BENCHMARKS",
+    "Benchmark",
     "BenchmarkFormatError",
     "BenchmarkReport",
     "EvalExample",
-    "Judge",
-    "JudgeError",
-    "JudgeResult",
+    "Loaded",
     "Prediction",
+    "Reject",
     "ScoredRow",
-    "choice_from_text",
     "comparison_table",
     "extract_answer",
-    "hallusion_metrics",
     "join_predictions",
-    "judge_prompt",
     "load_benchmark",
     "make_report",
-    "parse_verdict",
     "per_category",
     "score_rows",
     "score_rule",

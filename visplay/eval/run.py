@@ -3,17 +3,22 @@
     reports = evaluate(cfg, Checkpoint(path, version), out_dir)   # one BenchmarkReport per benchmark
 
 Steps:
-  1. load the configured benchmark files (:func:`visplay.eval.adapters.load_benchmark`) and the labeled
-     held-out synthetic split (generated once under ``eval.synthetic_path``; split ``heldout``, whose image
-     seeds are disjoint from the ``bootstrap`` and ``train`` splits by construction);
+  1. load the configured benchmark releases (:func:`visplay.eval.benchmarks.load_benchmark`; rows that
+     cannot be evaluated are kept as rejects with their reasons) and the labeled held-out synthetic split
+     (generated once under ``eval.synthetic_path``; split ``heldout``, whose image seeds are disjoint from
+     the ``bootstrap`` and ``train`` splits by construction);
   2. one Ray Data pass over every example: the Reasoner prompt (question, options when the benchmark keeps
-     them apart, the ``\\boxed{}`` instruction) through the same engine stage as generation, greedy
-     (temperature 0, one completion, per-example seed); text-only examples have no image for the VLM
-     prompt and are counted, not answered;
-  3. per benchmark: predictions joined to examples by ``example_id`` (never by position), rule scores,
-     the LLM judge when ``eval.judge`` is set, HallusionBench's aAcc/fAcc/qAcc, per-category accuracy;
-  4. ``<out_dir>/report.json`` (every report), ``<out_dir>/predictions.jsonl`` (every answer with its
-     example id, benchmark and model version), the table in the log, ``eval_<benchmark>`` metrics in the
+     them apart, the ``\\boxed{}`` instruction, one image placeholder per image: none for a text-only
+     question) through the same engine stage as generation, greedy (temperature 0, one completion,
+     per-example seed). A question with more images than the engine takes
+     (``max_images_per_prompt``) is a reject, not an answer;
+  3. ``<out_dir>/predictions.jsonl`` (every answer with its example id, benchmark and model version) and
+     ``<out_dir>/rejects.jsonl`` (every row not evaluated, with its reason) are written before any judging,
+     so a judge failure loses no answer;
+  4. per benchmark: predictions joined to examples by ``example_id`` (never by position), scored by the
+     benchmark's own rule, its extra figures (HallusionBench's aAcc/fAcc/qAcc), per-category accuracy, the
+     LLM judge when ``eval.judge`` is set (the prompt file and its hash go in the report);
+  5. ``<out_dir>/report.json`` (every report), the table in the log, ``eval_<benchmark>`` metrics in the
      active MLflow run.
 """
 
@@ -31,10 +36,10 @@ import ray
 
 from visplay import prompts
 from visplay.checkpoints import Checkpoint
-from visplay.config import Config, SamplingConfig
-from visplay.eval.adapters import load_benchmark
-from visplay.eval.judge import Judge
-from visplay.eval.schema import LETTERS, EvalExample, Prediction
+from visplay.config import Config, EngineConfig, SamplingConfig
+from visplay.eval.benchmarks import BENCHMARKS, Benchmark, Loaded, load_benchmark
+from visplay.eval.judge import Judge, JudgePrompt
+from visplay.eval.schema import LETTERS, EvalExample, Prediction, Reject
 from visplay.eval.scoring import BenchmarkReport, comparison_table, join_predictions, make_report, score_rows
 from visplay.generation.pipeline import engine_stage
 from visplay.rewards import reset_grade_timeout_count, warm_up
@@ -46,17 +51,22 @@ log = logging.getLogger(__name__)
 SYNTHETIC = "synthetic"
 """The benchmark name of the labeled held-out synthetic split."""
 
-
 VISION_ONLY_QUESTION = "Answer the question shown in the image."
 """The text question of an example whose question is only in its image."""
 
 
 @dataclass(frozen=True)
 class Suite:
-    """One benchmark's examples, as loaded."""
+    """One benchmark's release as loaded, and the judge prompt file configured for it (None: the default)."""
 
-    name: str
-    examples: list[EvalExample]
+    bench: Benchmark
+    loaded: Loaded
+    judge_prompt: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The benchmark's name."""
+        return self.bench.name
 
 
 def load_suites(cfg: Config, only: list[str] | None = None) -> list[Suite]:
@@ -70,10 +80,12 @@ def load_suites(cfg: Config, only: list[str] | None = None) -> list[Suite]:
         raise ValueError(f"benchmarks {unknown} are not configured; eval.benchmarks has {available}")
     suites = []
     if SYNTHETIC in available and (only is None or SYNTHETIC in only):
-        suites.append(Suite(SYNTHETIC, load_benchmark(SYNTHETIC, ensure_heldout_split(cfg))))
-    for bench in cfg.eval.benchmarks:
-        if only is None or bench.name in only:
-            suites.append(Suite(bench.name, load_benchmark(bench.name, bench.path, limit=bench.limit)))
+        suites.append(Suite(BENCHMARKS[SYNTHETIC], load_benchmark(SYNTHETIC, ensure_heldout_split(cfg))))
+    for spec in cfg.eval.benchmarks:
+        if only is None or spec.name in only:
+            split = getattr(spec, "split", None)
+            loaded = load_benchmark(spec.name, spec.path, limit=spec.limit, split=split)
+            suites.append(Suite(BENCHMARKS[spec.name], loaded, spec.judge_prompt))
     return suites
 
 
@@ -114,7 +126,7 @@ def question_text(example: EvalExample) -> str:
 
 
 def predict(cfg: Config, model: Checkpoint, examples: list[EvalExample]) -> dict[tuple[str, str], Prediction]:
-    """Greedy answers of `model` to `examples` that have an image, in one Ray Data pass.
+    """Greedy answers of `model` to `examples`, in one Ray Data pass.
 
     Returns ``(benchmark, example_id) -> Prediction`` (ids are unique within a benchmark, not across them).
     """
@@ -122,18 +134,21 @@ def predict(cfg: Config, model: Checkpoint, examples: list[EvalExample]) -> dict
         {
             "benchmark": e.benchmark,
             "example_id": e.example_id,
-            "prompt": prompts.reasoner_prompt(question_text(e)),
-            "image": e.image,
+            "prompt": prompts.reasoner_prompt(question_text(e), len(e.images)),
+            "image": list(e.images),
             "row_seed": derive_seed(cfg.seed, "eval", e.benchmark, e.example_id),
         }
         for e in examples
-        if e.image
     ]
     if not rows:
         return {}
     greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=cfg.eval.max_tokens)
-    ds = ray.data.from_arrow(pa.Table.from_pylist(rows))
-    ds = engine_stage(ds, model, cfg.eval.engine, greedy, 1, "e_", cfg.seed)
+    schema = pa.schema(
+        [("benchmark", pa.string()), ("example_id", pa.string()), ("prompt", pa.string()),
+         ("image", pa.list_(pa.binary())), ("row_seed", pa.int64())]
+    )  # fmt: skip
+    ds = ray.data.from_arrow(pa.Table.from_pylist(rows, schema=schema))
+    ds = engine_stage(ds, model, eval_engine(cfg, model), greedy, 1, "e_", cfg.seed)
     columns = ["benchmark", "example_id", "e_completions", "e_engine_error"]
     out = pa.concat_tables(ray.get(ds.select_columns(columns).to_arrow_refs()))
     predictions = {}
@@ -149,31 +164,75 @@ def predict(cfg: Config, model: Checkpoint, examples: list[EvalExample]) -> dict
     return predictions
 
 
+def eval_engine(cfg: Config, model: Checkpoint) -> EngineConfig:
+    """The engine that answers: the model's running rollout engines (``rollout_engine``), else the
+    evaluation's own pool (``eval.engine``)."""
+    return cfg.rollout_engine if model.engines else cfg.eval.engine
+
+
+def askable(cfg: Config, model: Checkpoint, suite: Suite) -> tuple[list[EvalExample], list[Reject]]:
+    """The suite's examples the engine can take, and a reject for each with more images than that."""
+    limit = eval_engine(cfg, model).max_images_per_prompt
+    fits = [e for e in suite.loaded.examples if len(e.images) <= limit]
+    too_many = [
+        Reject(e.example_id, suite.loaded.path, f"{len(e.images)} images; the engine takes {limit} "
+               "(max_images_per_prompt of eval.engine, or of rollout_engine when the loop's engines answer)")
+        for e in suite.loaded.examples if len(e.images) > limit
+    ]  # fmt: skip
+    return fits, too_many
+
+
 def evaluate(
     cfg: Config, model: Checkpoint, out_dir: str | Path, only: list[str] | None = None
 ) -> list[BenchmarkReport]:
-    """Score `model` on every configured benchmark; writes report.json and predictions.jsonl in `out_dir`."""
+    """Score `model` on every configured benchmark; writes predictions.jsonl and rejects.jsonl (before any
+    judging), then report.json, in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     suites = load_suites(cfg, only)
-    predictions = predict(cfg, model, [e for s in suites for e in s.examples])
-    judge = _judge(cfg, out)
+    judge = _judge(cfg, out)  # prompt files are read here: a bad path fails before any generation
+    judge_prompts = (
+        {s.name: JudgePrompt.load(s.bench.judge_kind, s.judge_prompt) for s in suites} if judge else {}
+    )
+    asked: list[EvalExample] = []
+    rejects = [(s.name, r) for s in suites for r in s.loaded.rejects]
+    for suite in suites:
+        fits, too_many = askable(cfg, model, suite)
+        asked += fits
+        rejects += [(suite.name, r) for r in too_many]
+    predictions = predict(cfg, model, asked)
+    _write_jsonl(out / "predictions.jsonl", [
+        {"benchmark": b, "example_id": i, "model_version": p.model_version, "text": p.text}
+        for (b, i), p in predictions.items()
+    ])  # fmt: skip
+    _write_jsonl(out / "rejects.jsonl", [
+        {"benchmark": b, "example_id": r.example_id, "file": r.file, "reason": r.reason} for b, r in rejects
+    ])  # fmt: skip
     reports = []
     warm_up()  # the grader's imports happen before any verdict is timed
     for suite in suites:
-        answered = [e for e in suite.examples if (suite.name, e.example_id) in predictions]
+        answered = [e for e in suite.loaded.examples if (suite.name, e.example_id) in predictions]
         if not answered:
-            log.warning("%s: no example has an image; nothing to evaluate", suite.name)
+            log.warning("%s: no example could be answered; nothing to evaluate", suite.name)
             continue
         preds = [predictions[(suite.name, e.example_id)] for e in answered]
-        judge_rows = judge.judge_pairs(join_predictions(answered, preds)) if judge is not None else None
+        judge_rows, prompt = None, judge_prompts.get(suite.name)
+        if judge is not None and prompt is not None:
+            judge_rows = judge.judge_pairs(join_predictions(answered, preds), prompt)
         reset_grade_timeout_count()
-        report = make_report(score_rows(answered, preds), judge_rows=judge_rows)
-        report.extra["text_only_not_answered"] = float(len(suite.examples) - len(answered))
+        report = make_report(
+            suite.bench,
+            score_rows(suite.bench, answered, preds),
+            judge_rows=judge_rows,
+            judge_prompt=prompt.describe() if prompt is not None else None,
+            rejected=sum(1 for b, _ in rejects if b == suite.name),
+        )
         report.extra["grade_timeouts"] = float(reset_grade_timeout_count())  # comparisons scored 0 by timeout
         reports.append(report)
-    _write(out, reports, predictions)
+    (out / "report.json").write_text(json.dumps([r.to_dict() for r in reports], indent=2))
     log.info("evaluation of %s:\n%s", model.version[:12], comparison_table(reports))
+    if rejects:
+        log.warning("%d benchmark rows were not evaluated: see %s", len(rejects), out / "rejects.jsonl")
     if judge is not None:
         log.info("judge: %s", judge.stats())
     return reports
@@ -205,17 +264,20 @@ def _judge(cfg: Config, out: Path) -> Judge | None:
     if spec.api_key_env and api_key is None:
         raise ValueError(f"eval.judge.api_key_env: environment variable {spec.api_key_env} is not set")
     cache = Path(spec.cache_path) if spec.cache_path else out / "judge_cache.jsonl"
-    return Judge(spec.base_url, spec.model, api_key, cache_path=cache, max_retries=spec.max_retries)
+    return Judge(
+        spec.base_url,
+        spec.model,
+        api_key,
+        cache_path=cache,
+        max_retries=spec.max_retries,
+        max_tokens=spec.max_tokens,
+    )
 
 
-def _write(out: Path, reports: list[BenchmarkReport], predictions: dict[tuple[str, str], Prediction]) -> None:
-    (out / "report.json").write_text(json.dumps([r.to_dict() for r in reports], indent=2))
-    with open(out / "predictions.jsonl", "w") as f:
-        for (benchmark, example_id), p in predictions.items():
-            row = {
-                "benchmark": benchmark,
-                "example_id": example_id,
-                "model_version": p.model_version,
-                "text": p.text,
-            }
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Rows as JSON lines, written whole to a temporary file and renamed into place."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for row in rows:
             f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)

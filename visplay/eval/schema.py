@@ -1,7 +1,7 @@
 """The two records evaluation passes around: one benchmark question (:class:`EvalExample`) and one model
 answer to it (:class:`Prediction`).
 
-Every benchmark adapter (:mod:`visplay.eval.adapters`) maps its file's columns onto :class:`EvalExample`;
+Every benchmark class (:mod:`visplay.eval.benchmarks`) maps its release's rows onto :class:`EvalExample`;
 inference writes one :class:`Prediction` per example; scoring (:mod:`visplay.eval.scoring`) joins the two
 by ``example_id``, never by position.
 """
@@ -39,8 +39,10 @@ class EvalExample:
             else the row number in the file); predictions are joined on it.
         benchmark: the adapter name (``"mmvet"``, ``"hallusionbench"``, ...).
         question: the text shown to the model (options included when the benchmark puts them there).
-        image: the encoded image file (PNG/JPEG/... bytes, as stored in the benchmark). ``b""`` only for a
-            question the benchmark itself marks as text-only (HallusionBench ``visual_input == "0"``).
+        images: the encoded image files (PNG/JPEG/... bytes, as stored in the benchmark), in the order the
+            question refers to them (MMMU ``<image 1>``, ``<image 2>``, ...; most benchmarks have one). Empty
+            only for a question the benchmark itself marks as text-only (HallusionBench
+            ``visual_input == "0"``): it is asked without an image.
         answer: the gold answer, normalised per ``answer_type`` (a letter, ``"yes"``/``"no"``, or text).
         options: option texts in letter order for ``choice`` questions; empty otherwise.
         category: the benchmark's own category label; several labels are joined with ``","``
@@ -53,7 +55,7 @@ class EvalExample:
     example_id: str
     benchmark: str
     question: str
-    image: bytes = field(repr=False)
+    images: tuple[bytes, ...] = field(repr=False)
     answer: str
     options: tuple[str, ...]
     category: str
@@ -85,13 +87,28 @@ class EvalExample:
             raise ValueError(f"{where}: a yesno answer must be 'yes' or 'no', got {self.answer!r}")
         if not self.answer.strip():
             raise ValueError(f"{where}: the gold answer is blank")
-        if not isinstance(self.image, bytes):
-            raise ValueError(f"{where}: image must be bytes, got {type(self.image).__name__}")
+        if not isinstance(self.images, tuple) or not all(isinstance(i, bytes) and i for i in self.images):
+            raise ValueError(f"{where}: images must be a tuple of non-empty bytes")
 
     @property
     def categories(self) -> tuple[str, ...]:
         """The category labels: ``"rec,ocr"`` → ``("rec", "ocr")``; ``""`` → ``()``."""
         return tuple(part.strip() for part in self.category.split(CATEGORY_SEPARATOR) if part.strip())
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row of a benchmark file that cannot be evaluated, and why: reported, never dropped silently.
+
+    Attributes:
+        example_id: the row's own id where it could be read, else ``"row <n>"`` (0-based, in file order).
+        file: the file the row is in.
+        reason: what is wrong with it (the message names the column where one is at fault).
+    """
+
+    example_id: str
+    file: str
+    reason: str
 
 
 @dataclass(frozen=True)

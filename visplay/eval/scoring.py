@@ -1,23 +1,25 @@
-"""Rule-based scoring of predictions, HallusionBench's consistency metrics, per-category accuracy, reports.
+"""Rule-based scoring of predictions, per-category accuracy, reports.
 
 Pure functions (no I/O). The flow for one benchmark and one model version::
 
-    rows = score_rows(examples, predictions)          # join by example_id, then score_rule per row
-    report = make_report(rows, judge_rows=None)       # BenchmarkReport: rule score, per category, extras
+    rows = score_rows(bench, examples, predictions)   # join by example_id, then bench.score per row
+    report = make_report(bench, rows, judge_rows=None)  # BenchmarkReport: rule score, per category, extras
     print(comparison_table([report_a, report_b, ...]))
 
 :func:`score_rule` first takes the answer out of the completion (:func:`extract_answer`: the last
 ``\\boxed{}``, else the last non-blank line without an "The answer is" lead-in), then compares it with the
-gold answer according to the example's ``answer_type``; it returns 1.0 or 0.0.
+gold answer according to the example's ``answer_type``; it returns 1.0 or 0.0. It is the default rule; a
+benchmark whose official evaluator differs scores with its own (``Benchmark.score`` in
+:mod:`visplay.eval.benchmarks`), which is what :func:`score_rows` calls.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 from visplay.eval.schema import LETTERS, EvalExample, Prediction
 from visplay.rewards import choice_letter, extract_boxed, grade, normalize_text, yes_no
@@ -93,15 +95,9 @@ def yes_no_from_text(text: str) -> str | None:
 
 
 def open_match(pred: str, gold: str) -> bool:
-    """Normalized exact match (:func:`visplay.rewards.normalize_text`), with MM-Vet's gold markers:
-    ``a <OR> b`` matches if the prediction equals either; ``a <AND> b`` if every part occurs in the
-    prediction as a whole phrase."""
+    """Normalized exact match (:func:`visplay.rewards.normalize_text`: case, spaces, a final period). A
+    benchmark with its own gold markers (MM-Vet's ``<AND>``/``<OR>``) scores them in its class."""
     normalized = normalize_text(pred)
-    if "<OR>" in gold:
-        return any(normalized == normalize_text(alt) for alt in gold.split("<OR>"))
-    if "<AND>" in gold:
-        parts = [normalize_text(part) for part in gold.split("<AND>")]
-        return all(part and _contains_phrase(normalized, part) for part in parts)
     return bool(normalized) and normalized == normalize_text(gold)
 
 
@@ -182,58 +178,27 @@ class ScoredRow:
     score: float | None
 
 
-def score_rows(examples: Sequence[EvalExample], predictions: Sequence[Prediction]) -> list[ScoredRow]:
-    """:func:`join_predictions`, then :func:`score_rule` on each pair."""
-    return [ScoredRow(e, p, score_rule(e, p.text)) for e, p in join_predictions(examples, predictions)]
+class Scorer(Protocol):
+    """What scoring needs of a benchmark (``visplay.eval.benchmarks.Benchmark`` is one)."""
+
+    name: str
+    notes: tuple[str, ...]
+
+    def score(self, example: EvalExample, text: str) -> float: ...
+
+    def metrics(self, rows: Sequence[ScoredRow]) -> dict[str, float]: ...
+
+
+def score_rows(
+    bench: Scorer, examples: Sequence[EvalExample], predictions: Sequence[Prediction]
+) -> list[ScoredRow]:
+    """:func:`join_predictions`, then the benchmark's own rule (``bench.score``) on each pair."""
+    return [ScoredRow(e, p, bench.score(e, p.text)) for e, p in join_predictions(examples, predictions)]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------------------
-HALLUSION_KEYS = ("category", "subcategory", "set_id", "figure_id", "question_id")
-
-
-def hallusion_metrics(rows: Sequence[ScoredRow]) -> dict[str, float]:
-    """HallusionBench's three accuracies, as fractions in [0, 1], following the official ``utils.py``:
-
-    * ``aAcc`` — question level: correct questions / all questions;
-    * ``fAcc`` — figure level: group by ``(category, subcategory, set_id, figure_id)``; a figure is correct
-      only if all its questions are; correct figures / figures. ``VS`` rows with ``figure_id == "0"`` are
-      text-only questions (no figure) and are left out (NaN if no figure remains);
-    * ``qAcc`` — question-pair level: group by ``(category, subcategory, set_id, question_id)`` (one question
-      asked about every figure of a set, plus its text-only form); correct only if correct for all.
-
-    Raises:
-        ValueError: a row that is not a HallusionBench example with those five ids in ``extra``, or whose
-            score is not 0.0 or 1.0 (None included).
-    """
-    if not rows:
-        raise ValueError("hallusion_metrics needs at least one row")
-    figures: dict[tuple[str, ...], list[bool]] = defaultdict(list)
-    pairs: dict[tuple[str, ...], list[bool]] = defaultdict(list)
-    correct = []
-    for row in rows:
-        ex = row.example
-        missing = [key for key in HALLUSION_KEYS if key not in ex.extra]
-        if ex.benchmark != "hallusionbench" or missing:
-            raise ValueError(
-                f"row {ex.example_id!r} ({ex.benchmark}) lacks HallusionBench ids {missing or HALLUSION_KEYS}"
-            )
-        if row.score not in (0.0, 1.0):
-            raise ValueError(f"row {ex.example_id!r}: HallusionBench needs 0/1 scores, got {row.score!r}")
-        ok = row.score == 1.0
-        category, subcategory, set_id, figure_id, question_id = (ex.extra[key] for key in HALLUSION_KEYS)
-        correct.append(ok)
-        if not (category == "VS" and figure_id == "0"):
-            figures[(category, subcategory, set_id, figure_id)].append(ok)
-        pairs[(category, subcategory, set_id, question_id)].append(ok)
-    return {
-        "aAcc": sum(correct) / len(correct),
-        "fAcc": sum(all(v) for v in figures.values()) / len(figures) if figures else math.nan,
-        "qAcc": sum(all(v) for v in pairs.values()) / len(pairs),
-    }
-
-
 def per_category(rows: Sequence[ScoredRow]) -> dict[str, float]:
     """Mean score per category label, sorted by label. An example with several labels (MM-Vet
     ``"rec,ocr"``) counts in each; rows without a category or without a score (None) are left out."""
@@ -259,9 +224,12 @@ class BenchmarkReport:
         rule_score: mean :func:`score_rule` score.
         judge_score: mean LLM-judge score over the examples with a verdict; None when not judged.
         per_category: :func:`per_category` of the rule scores.
-        extra: further figures: HallusionBench ``aAcc``/``fAcc``/``qAcc`` (rule); with a judge,
-            ``judge_n`` (verdicts), ``judge_missing`` (no verdict), ``judge/<category>`` and, for
-            HallusionBench when every row has a verdict, ``judge/aAcc`` etc.
+        extra: further figures: the benchmark's own (HallusionBench ``aAcc``/``fAcc``/``qAcc``, rule); with
+            a judge, ``judge_n`` (verdicts), ``judge_missing`` (no verdict), ``judge/<category>`` and the
+            benchmark's figures over the verdicts when every row has one (``judge/aAcc`` etc.).
+        notes: where the scoring deliberately differs from the benchmark's official evaluator.
+        judge_prompt: the judge's prompt file and its sha256 (``path sha256:…``); None when not judged.
+        rejected: rows of the benchmark's file that could not be evaluated (listed in ``rejects.jsonl``).
     """
 
     benchmark: str
@@ -271,6 +239,9 @@ class BenchmarkReport:
     judge_score: float | None
     per_category: dict[str, float]
     extra: dict[str, float]
+    notes: tuple[str, ...] = ()
+    judge_prompt: str | None = None
+    rejected: int = field(default=0)
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready dict of every field."""
@@ -278,26 +249,28 @@ class BenchmarkReport:
 
 
 def make_report(
-    rule_rows: Sequence[ScoredRow], judge_rows: Sequence[ScoredRow] | None = None
+    bench: Scorer,
+    rule_rows: Sequence[ScoredRow],
+    judge_rows: Sequence[ScoredRow] | None = None,
+    *,
+    judge_prompt: str | None = None,
+    rejected: int = 0,
 ) -> BenchmarkReport:
     """A :class:`BenchmarkReport` from rule-scored rows (and, optionally, judge-scored rows of the same
-    examples). Raises ValueError for empty rows, mixed benchmarks or model versions, rule rows without a
-    score, or judge rows for other examples."""
+    examples). Raises ValueError for empty rows, rows of another benchmark, mixed model versions, rule rows
+    without a score, or judge rows for other examples."""
     if not rule_rows:
         raise ValueError("make_report needs at least one row")
     benchmarks = {r.example.benchmark for r in rule_rows}
     versions = {r.prediction.model_version for r in rule_rows}
-    if len(benchmarks) != 1 or len(versions) != 1:
+    if benchmarks != {bench.name} or len(versions) != 1:
         raise ValueError(
-            f"one report is one benchmark and one model version, got {benchmarks} and {versions}"
+            f"one report is one benchmark ({bench.name}) and one model version, got {benchmarks} and {versions}"
         )
     if any(r.score is None for r in rule_rows):
         raise ValueError("every rule-scored row needs a score")
     rule_score = sum(r.score for r in rule_rows if r.score is not None) / len(rule_rows)
-    benchmark = benchmarks.pop()
-    extra: dict[str, float] = {}
-    if benchmark == "hallusionbench":
-        extra.update(hallusion_metrics(rule_rows))
+    extra: dict[str, float] = dict(bench.metrics(rule_rows))
     judge_score = None
     if judge_rows is not None:
         if sorted(r.example.example_id for r in judge_rows) != sorted(
@@ -309,10 +282,19 @@ def make_report(
         extra["judge_n"] = float(len(judged))
         extra["judge_missing"] = float(len(judge_rows) - len(judged))
         extra.update({f"judge/{label}": value for label, value in per_category(judge_rows).items()})
-        if benchmark == "hallusionbench" and len(judged) == len(judge_rows):
-            extra.update({f"judge/{key}": value for key, value in hallusion_metrics(judge_rows).items()})
+        if len(judged) == len(judge_rows):
+            extra.update({f"judge/{key}": value for key, value in bench.metrics(judge_rows).items()})
     return BenchmarkReport(
-        benchmark, versions.pop(), len(rule_rows), rule_score, judge_score, per_category(rule_rows), extra
+        bench.name,
+        versions.pop(),
+        len(rule_rows),
+        rule_score,
+        judge_score,
+        per_category(rule_rows),
+        extra,
+        tuple(bench.notes),
+        judge_prompt,
+        rejected,
     )
 
 

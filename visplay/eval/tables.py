@@ -4,12 +4,15 @@ A benchmark file is one of:
 
 * a ``.parquet`` file, or a folder of ``.parquet`` shards (Hugging Face ``data/test-0000x-of-0000y.parquet``;
   names starting with ``.`` or ``_`` are ignored), read batch by batch so ``limit`` stops early;
-* a ``.jsonl`` file (one JSON object per line) or a ``.json`` file holding a list of objects.
+* a ``.jsonl`` file (one JSON object per line), or a ``.json`` file holding a list of objects or an object of
+  objects keyed by id (MM-Vet's ``mm-vet.json``, MathVista's ``testmini.json``: the key is column
+  :data:`KEY_COLUMN`);
+* a list of files chosen by the benchmark (:func:`open_files`: MMMU's split within subject folders).
 
 Images may be stored in a cell as raw bytes, as a Hugging Face image struct ``{"bytes": ..., "path": ...}``
 (``bytes`` may be null when ``path`` points at a file), as a path string relative to the benchmark file's
-folder (or absolute), or as a list of any of these (the Vision-SR1 exports' ``images`` column), of which
-the first is used.
+folder, relative to a folder the benchmark names (MM-Vet's ``images/``), or absolute; or as a list of any
+of these (the Vision-SR1 exports' ``images`` column).
 
 Every problem with a file is a :class:`BenchmarkFormatError` whose message names the file and, where it
 applies, the row number (0-based, in file order), the column, and what was expected and found.
@@ -33,6 +36,8 @@ from visplay.eval.schema import LETTERS, EvalExample
 from visplay.rewards import choice_letter, normalize_text, yes_no
 
 _PARQUET_BATCH_ROWS = 64
+KEY_COLUMN = "_key"
+"""The column holding each row's key when a ``.json`` file is an object of objects keyed by id."""
 _MATHY_RE = re.compile(r"[0-9\\]")
 
 
@@ -49,12 +54,14 @@ class Table:
         base_dir: the folder relative image paths are resolved against (the file's folder, or the folder).
         columns: every column name, in file order (JSONL: first-seen order over all lines).
         files: the files read, in order.
+        image_dirs: further folders a relative image path is looked up in, after ``base_dir``.
     """
 
     path: Path
     base_dir: Path
     columns: tuple[str, ...]
     files: tuple[Path, ...]
+    image_dirs: tuple[Path, ...] = ()
 
     def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(row_number, row)`` pairs in file order; a column missing from a JSON object reads as None."""
@@ -86,6 +93,20 @@ def open_table(path: str | Path) -> Table:
         base_dir = path
     else:
         files, base_dir = (path,), path.parent
+    return open_files(path, files, base_dir)
+
+
+def open_files(
+    path: Path, files: tuple[Path, ...], base_dir: Path, image_dirs: tuple[Path, ...] = ()
+) -> Table:
+    """A table over ``files`` (all of one format), named ``path`` in messages; relative image paths are
+    looked up in ``base_dir``, then in ``image_dirs``.
+
+    Raises:
+        BenchmarkFormatError: no files, an unsupported suffix, an unreadable parquet file or malformed JSON.
+    """
+    if not files:
+        raise BenchmarkFormatError(f"{path}: no benchmark files found")
     if files[0].suffix not in (".parquet", ".jsonl", ".json"):
         raise BenchmarkFormatError(
             f"{path}: unsupported file type {files[0].suffix!r} (.parquet, .jsonl, .json)"
@@ -100,7 +121,7 @@ def open_table(path: str | Path) -> Table:
         else:
             for row in _iter_file(file):
                 columns.update(dict.fromkeys(row))
-    return Table(path, base_dir, tuple(columns), files)
+    return Table(path, base_dir, tuple(columns), files, image_dirs)
 
 
 def _iter_file(file: Path) -> Iterator[dict[str, Any]]:
@@ -114,8 +135,12 @@ def _iter_file(file: Path) -> Iterator[dict[str, Any]]:
             data = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise BenchmarkFormatError(f"{file}: not valid JSON ({err})") from err
+        if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
+            data = [{KEY_COLUMN: key, **value} for key, value in data.items()]
         if not isinstance(data, list):
-            raise BenchmarkFormatError(f"{file}: a .json benchmark must hold a list of objects")
+            raise BenchmarkFormatError(
+                f"{file}: a .json benchmark must hold a list of objects or an object of objects keyed by id"
+            )
         lines: list[tuple[int, Any]] = list(enumerate(data, start=1))
     else:
         lines = []
@@ -219,23 +244,23 @@ def cell_list(table: Table, number: int, row: dict[str, Any], column: str) -> li
     return [str(item).strip() for item in value]
 
 
-def cell_image(table: Table, number: int, row: dict[str, Any], column: str) -> tuple[bytes | None, int]:
-    """The encoded bytes of the (first) image in a cell, and how many images the cell holds.
+def cell_images(table: Table, number: int, row: dict[str, Any], column: str) -> tuple[bytes, ...]:
+    """The encoded bytes of every image in a cell (one image, or a list of them), in order.
 
-    Returns ``(None, 0)`` for a null cell or an empty list; the caller decides whether that is allowed.
+    Returns ``()`` for a null cell or an empty list; the caller decides whether that is allowed.
 
     Raises:
         BenchmarkFormatError: a path that is not a file, a struct with neither bytes nor path, empty bytes,
             or a value of another type.
     """
     value = row[column]
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    return tuple(_image_bytes(table, number, column, v) for v in values if v is not None)
+
+
+def _image_bytes(table: Table, number: int, column: str, value: Any) -> bytes:
+    """One image value (bytes, a ``{bytes, path}`` struct or a path) as encoded bytes."""
     where = f"{table.path}: row {number}, column {column!r}"
-    count = 1
-    if isinstance(value, list | tuple):
-        count = len(value)
-        value = value[0] if value else None
-    if value is None:
-        return None, 0
     if isinstance(value, dict):
         if value.get("bytes"):
             value = value["bytes"]
@@ -246,15 +271,20 @@ def cell_image(table: Table, number: int, row: dict[str, Any], column: str) -> t
     if isinstance(value, bytes | bytearray):
         if not value:
             raise BenchmarkFormatError(f"{where}: image bytes are empty")
-        return bytes(value), count
+        return bytes(value)
     if isinstance(value, str):
-        file = Path(value) if Path(value).is_absolute() else table.base_dir / value
-        if not file.is_file():
-            raise BenchmarkFormatError(f"{where}: image path {value!r} is not a file (looked at {file})")
+        if Path(value).is_absolute():
+            candidates = [Path(value)]
+        else:
+            candidates = [folder / value for folder in (table.base_dir, *table.image_dirs)]
+        file = next((c for c in candidates if c.is_file()), None)
+        if file is None:
+            looked = ", ".join(str(c) for c in candidates)
+            raise BenchmarkFormatError(f"{where}: image path {value!r} is not a file (looked at {looked})")
         data = file.read_bytes()
         if not data:
             raise BenchmarkFormatError(f"{where}: image file {file} is empty")
-        return data, count
+        return data
     raise BenchmarkFormatError(f"{where}: cannot read an image from a {type(value).__name__}")
 
 
@@ -297,12 +327,12 @@ def build_example(table: Table, number: int, **fields: Any) -> EvalExample:
         raise BenchmarkFormatError(f"{table.path}: row {number}: {err}") from err
 
 
-def required_image(table: Table, number: int, row: dict[str, Any], column: str) -> tuple[bytes, int]:
-    """A required image: its bytes and the number of images in the cell."""
-    data, count = cell_image(table, number, row, column)
-    if data is None:
-        raise BenchmarkFormatError(f"{table.path}: row {number}, column {column!r} holds no image")
-    return data, count
+def required_images(table: Table, number: int, row: dict[str, Any], *columns: str) -> tuple[bytes, ...]:
+    """The images of one or more columns, in column order; none at all is a BenchmarkFormatError."""
+    images = tuple(image for column in columns for image in cell_images(table, number, row, column))
+    if not images:
+        raise BenchmarkFormatError(f"{table.path}: row {number}, column {columns[0]!r} holds no image")
+    return images
 
 
 def optional_text(table: Table, number: int, row: dict[str, Any], column: str | None) -> str:
