@@ -291,3 +291,50 @@ def test_json_object_keyed_by_id_reads_the_key_as_a_column(tmp_path):
 )
 def test_options_from_text(question, options):
     assert options_from_text(question) == options
+
+
+def test_the_config_names_every_benchmark_and_takes_its_split():
+    from visplay.config import BENCHMARK_NAMES, load_config
+
+    # every benchmark but the synthetic split (generated, not configured) and MMMU (its own config class)
+    assert sorted([*BENCHMARK_NAMES, "mmmu", "synthetic"]) == sorted(BENCHMARKS)
+    cfg = load_config(None, ["eval.benchmarks=[{name: mmmu, path: MMMU}, {name: mathvista, path: d, split: test}]"])
+    assert [(b.name, b.split) for b in cfg.eval.benchmarks] == [("mmmu", "validation"), ("mathvista", "test")]
+    with pytest.raises(ValueError, match="split"):
+        load_config(None, ["eval.benchmarks=[{name: mmmu, path: MMMU, split: train}]"])
+
+
+def test_undecodable_images_and_unforeseen_cell_errors_are_rejects(tmp_path):
+    rows = _mmstar_rows(3)
+    rows[1]["image"] = b"not an image at all"
+    loaded = load_benchmark("mmstar", write_parquet(tmp_path / "mmstar.parquet", rows))
+    assert [e.example_id for e in loaded.examples] == ["0", "2"]
+    assert "row 1, column 'image': image bytes is not a decodable image" in loaded.rejects[0].reason
+    # a synthetic record whose choices are a number: no check foresaw it, the row is still only a reject
+    make_corpus(tmp_path / "heldout", 2, 5, split="eval")
+    truth = tmp_path / "heldout" / "ground_truth.jsonl"
+    records = read_ground_truth(truth)
+    records[0]["qa"][0] |= {"qtype": "multiple choice", "choices": 7}
+    truth.write_text("".join(json.dumps(r) + "\n" for r in records))
+    loaded = load_benchmark("synthetic", truth)
+    assert [r.example_id for r in loaded.rejects] == ["0"]
+    assert "unexpected TypeError" in loaded.rejects[0].reason
+    assert {e.example_id.split("-q")[0] for e in loaded.examples} == {"eval-00001"}
+
+
+def test_vision_sr1_rows_with_a_blank_file_name_are_rejects(tmp_path):
+    rows = _export_rows("mmstar")
+    rows[3]["file_name"] = " "
+    loaded = load_benchmark("mmstar", write_parquet(tmp_path / "test.parquet", rows))
+    assert [e.example_id for e in loaded.examples] == ["0", "4", "5"]
+    assert [(r.example_id, "blank file_name" in r.reason) for r in loaded.rejects] == [("3", True)]
+
+
+def test_mathverse_parquet(tmp_path):
+    rows = [{"sample_index": "1", "problem_index": "1", "problem_version": "Vision Only", "question": "",
+             "image": image_struct(("mvp", 1)), "answer": "A", "question_type": "multi-choice"}]  # fmt: skip
+    loaded = load_benchmark("mathverse", write_parquet(tmp_path / "testmini.parquet", rows))
+    # a letter gold with no options parsed (the question is in the image): a choice among A..J
+    assert [(e.answer, e.answer_type, e.options, e.images) for e in loaded.examples] == [
+        ("A", "choice", (), (png(("mvp", 1)),))
+    ]

@@ -43,6 +43,20 @@ def refused(b, status: int, match: str, limits: Limits = LIMITS) -> None:
     assert info.value.status == status
 
 
+def test_an_engine_that_takes_several_images_takes_them_in_order():
+    two = Limits(max_image_bytes=100_000, max_image_pixels=64 * 64, max_tokens=32, max_n=4, max_images=2)
+    first, second = png(), png(size=(32, 16))
+    req = parse_chat_request(
+        body(image_part(data_url(first)), image_part(data_url(second)), text_part("Which is wider?")),
+        two,
+        False,
+    )
+    assert req.images == (first, second) and req.prompt.count(IMAGE_PLACEHOLDER) == 2
+    refused(
+        body(*[image_part(data_url(first))] * 3), 400, "1 to 2 images are supported per request, got 3", two
+    )
+
+
 def test_a_valid_request_is_rendered_with_the_reasoner_instruction_and_defaults():
     image = png()
     req = parse_chat_request(
@@ -50,7 +64,7 @@ def test_a_valid_request_is_rendered_with_the_reasoner_instruction_and_defaults(
         LIMITS,
         add_reasoner_instruction=True,
     )
-    assert req.image == image
+    assert req.images == (image,)
     # Qwen chat template: default system turn, the user turn holds the image placeholder then the text.
     assert req.prompt == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"

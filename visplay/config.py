@@ -414,6 +414,9 @@ class BenchmarkFile(_BenchmarkFileBase):
 
     name: Literal[BENCHMARK_NAMES]  # type: ignore[valid-type]
     """The benchmark: one of ``BENCHMARK_NAMES``."""
+    split: str | None = None
+    """The split where the release holds several side by side (MathVista's ``data/`` folder: ``testmini``
+    or ``test``); None: the benchmark's default. A benchmark without splits refuses one."""
 
 
 class MMMUFile(_BenchmarkFileBase):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from visplay.config import EngineConfig, SamplingConfig
 
 if TYPE_CHECKING:
+    from PIL import Image
     from vllm import LLM, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,18 @@ def _llm(checkpoint: Path, cfg: EngineConfig, seed: int, kwargs: dict) -> LLM:
     )
 
 
+def decode_image(data: bytes) -> Image.Image:
+    """Encoded image bytes -> RGB PIL image (what vLLM's ``multi_modal_data`` takes)."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
 def vllm_prompt(prompt: str, image: bytes | list[bytes]) -> dict[str, Any]:
     """vLLM's prompt dict for rendered ``prompt`` text and its images (one encoded image, or a list: empty
     for a text-only prompt), decoded to RGB. The text must hold one image placeholder per image."""
-    from PIL import Image
-
     images = [image] if isinstance(image, bytes) else list(image)
-    decoded = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+    decoded = [decode_image(data) for data in images]
     if not decoded:
         return {"prompt": prompt}
     return {"prompt": prompt, "multi_modal_data": {"image": decoded[0] if len(decoded) == 1 else decoded}}

@@ -32,7 +32,6 @@ its checkpoint (:func:`generate_frozen`), the generation stage fails the batch
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
@@ -44,12 +43,11 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from visplay.config import EngineConfig, SamplingConfig
-from visplay.engine.llm import build_llm, restart_if_engine_dies, sampling_params, vllm_prompt
+from visplay.engine.llm import build_llm, decode_image, restart_if_engine_dies, sampling_params, vllm_prompt
 from visplay.engine.weight_sync import EXTENSION_CLS, WeightSync
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image
     from ray.actor import ActorHandle
 
 log = logging.getLogger(__name__)
@@ -99,13 +97,6 @@ class ProcessIds:
 
     actor: int
     engine_workers: tuple[int, ...]
-
-
-def _decode_image(data: bytes) -> Image.Image:
-    """Encoded image bytes -> RGB PIL image (what vLLM's ``multi_modal_data`` takes)."""
-    from PIL import Image
-
-    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 class RolloutActor:
@@ -261,7 +252,7 @@ class RolloutActor:
         # The prompt goes in unexpanded (one <|image_pad|>): vLLM expands it with the image, as for text.
         prompt_ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
         tokens = TokensPrompt(
-            prompt_token_ids=prompt_ids + completion, multi_modal_data={"image": _decode_image(image)}
+            prompt_token_ids=prompt_ids + completion, multi_modal_data={"image": decode_image(image)}
         )
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         with restart_if_engine_dies("rollout"):

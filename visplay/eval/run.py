@@ -83,8 +83,7 @@ def load_suites(cfg: Config, only: list[str] | None = None) -> list[Suite]:
         suites.append(Suite(BENCHMARKS[SYNTHETIC], load_benchmark(SYNTHETIC, ensure_heldout_split(cfg))))
     for spec in cfg.eval.benchmarks:
         if only is None or spec.name in only:
-            split = getattr(spec, "split", None)
-            loaded = load_benchmark(spec.name, spec.path, limit=spec.limit, split=split)
+            loaded = load_benchmark(spec.name, spec.path, limit=spec.limit, split=spec.split)
             suites.append(Suite(BENCHMARKS[spec.name], loaded, spec.judge_prompt))
     return suites
 

@@ -78,9 +78,7 @@ def choice_from_text(text: str, options: Sequence[str]) -> str | None:
     if mentions:
         return max(mentions)[1]
     normalized = normalize_text(text)
-    contained = [
-        i for i, option in enumerate(options) if _contains_phrase(normalized, normalize_text(option))
-    ]
+    contained = [i for i, option in enumerate(options) if contains_phrase(normalized, normalize_text(option))]
     return LETTERS[contained[0]] if len(contained) == 1 else None
 
 
@@ -101,7 +99,7 @@ def open_match(pred: str, gold: str) -> bool:
     return bool(normalized) and normalized == normalize_text(gold)
 
 
-def _contains_phrase(text: str, phrase: str) -> bool:
+def contains_phrase(text: str, phrase: str) -> bool:
     """True if ``phrase`` occurs in ``text`` not glued to letters or digits on either side."""
     return bool(phrase) and re.search(rf"(?<![\w]){re.escape(phrase)}(?![\w])", text) is not None
 
@@ -221,7 +219,7 @@ class BenchmarkReport:
         benchmark: adapter name.
         model_version: the predictions' model version.
         n: examples scored.
-        rule_score: mean :func:`score_rule` score.
+        rule_score: mean score by the benchmark's own rule (``Benchmark.score``).
         judge_score: mean LLM-judge score over the examples with a verdict; None when not judged.
         per_category: :func:`per_category` of the rule scores.
         extra: further figures: the benchmark's own (HallusionBench ``aAcc``/``fAcc``/``qAcc``, rule); with
@@ -244,8 +242,8 @@ class BenchmarkReport:
     rejected: int = field(default=0)
 
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready dict of every field."""
-        return asdict(self)
+        """Plain JSON-ready dict of every field (``notes`` as a list, as JSON reads it back)."""
+        return {**asdict(self), "notes": list(self.notes)}
 
 
 def make_report(

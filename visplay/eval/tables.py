@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
 
 from visplay.eval.schema import LETTERS, EvalExample
 from visplay.rewards import choice_letter, normalize_text, yes_no
@@ -122,6 +124,40 @@ def open_files(
             for row in _iter_file(file):
                 columns.update(dict.fromkeys(row))
     return Table(path, base_dir, tuple(columns), files, image_dirs)
+
+
+def split_files(path: Path, split: str | None, default: str, splits: tuple[str, ...]) -> tuple[Path, ...]:
+    """The parquet files of one split (``split``, else ``default``) at ``path``: a file (checked against an
+    explicit ``split`` when its name starts with one of ``splits``), a folder of ``<split>-*.parquet``
+    files, or a folder of such folders (sorted by path). Hidden (``.``/``_``) entries are skipped.
+
+    Raises:
+        BenchmarkFormatError: no such path, or no file of the split (the message lists the files found).
+    """
+    if not path.exists():
+        raise BenchmarkFormatError(f"{path}: no such file or folder")
+    if path.is_file():
+        named = path.name.split("-")[0]
+        if split is not None and named in splits and named != split:
+            raise BenchmarkFormatError(f"{path}: split {split!r} asked for, but this is a {named!r} file")
+        return (path,)
+    wanted = split or default
+
+    def visible(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
+
+    direct = [p for p in visible(path) if p.is_file() and p.suffix == ".parquet"]
+    nested = (p for d in visible(path) if d.is_dir() for p in visible(d) if p.suffix == ".parquet")
+    found = direct or list(nested)
+    chosen = tuple(p for p in found if p.name.startswith(f"{wanted}-"))
+    if not chosen:
+        names = [str(p.relative_to(path)) for p in found]
+        shown = names[:20] + ([f"… ({len(names)} in all)"] if len(names) > 20 else [])
+        raise BenchmarkFormatError(
+            f"{path}: no parquet file of split {wanted!r} ({wanted}-*.parquet, in the folder or in its "
+            f"subject folders); found {shown}"
+        )
+    return chosen
 
 
 def _iter_file(file: Path) -> Iterator[dict[str, Any]]:
@@ -233,7 +269,7 @@ def cell_list(table: Table, number: int, row: dict[str, Any], column: str) -> li
             return []
         try:
             value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError) as err:
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
             raise BenchmarkFormatError(
                 f"{table.path}: row {number}, column {column!r}: {value[:80]!r} is not a list"
             ) from err
@@ -271,21 +307,34 @@ def _image_bytes(table: Table, number: int, column: str, value: Any) -> bytes:
     if isinstance(value, bytes | bytearray):
         if not value:
             raise BenchmarkFormatError(f"{where}: image bytes are empty")
-        return bytes(value)
+        return _decodable(bytes(value), f"{where}: image bytes")
     if isinstance(value, str):
         if Path(value).is_absolute():
             candidates = [Path(value)]
         else:
             candidates = [folder / value for folder in (table.base_dir, *table.image_dirs)]
-        file = next((c for c in candidates if c.is_file()), None)
+        try:
+            file = next((c for c in candidates if c.is_file()), None)
+            data = file.read_bytes() if file is not None else b""
+        except OSError as err:  # a path too long to be one (a base64 string), a file we may not read
+            raise BenchmarkFormatError(f"{where}: cannot read image path {value[:80]!r} ({err})") from err
         if file is None:
             looked = ", ".join(str(c) for c in candidates)
             raise BenchmarkFormatError(f"{where}: image path {value!r} is not a file (looked at {looked})")
-        data = file.read_bytes()
         if not data:
             raise BenchmarkFormatError(f"{where}: image file {file} is empty")
-        return data
+        return _decodable(data, f"{where}: image file {file}")
     raise BenchmarkFormatError(f"{where}: cannot read an image from a {type(value).__name__}")
+
+
+def _decodable(data: bytes, what: str) -> bytes:
+    """``data`` if PIL recognises it as an image (the header only: cheap), else a BenchmarkFormatError: an
+    image the engine could not decode is a reject at loading, not a wrong answer later."""
+    try:
+        with Image.open(io.BytesIO(data)):
+            return data
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise BenchmarkFormatError(f"{what} is not a decodable image ({err})") from err
 
 
 # "A. text", "(A) text", "A: text", "A) text" at the start of a line, or inline after "Options:"/"Choices:".

@@ -13,7 +13,6 @@ replica keeps serving; an engine failure is a 500 naming the error.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import os
@@ -68,7 +67,13 @@ class ReasonerServer:
 
         self.cfg = cfg
         self.model = model
-        self.limits = Limits(cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_tokens, cfg.max_n)
+        self.limits = Limits(
+            cfg.max_image_bytes,
+            cfg.max_image_pixels,
+            cfg.max_tokens,
+            cfg.max_n,
+            cfg.engine.max_images_per_prompt,
+        )
         self.llm = build_llm(model.checkpoint, cfg.engine, seed=seed)
         self.generate_batch.set_max_batch_size(cfg.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
@@ -116,17 +121,9 @@ class ReasonerServer:
         return await asyncio.to_thread(self._generate, requests)
 
     def _generate(self, requests: list[ChatRequest]) -> list[tuple[list[str], list[str], int, int]]:
-        from PIL import Image
+        from visplay.engine.llm import sampling_params, vllm_prompt
 
-        from visplay.engine.llm import sampling_params
-
-        prompts = [
-            {
-                "prompt": r.prompt,
-                "multi_modal_data": {"image": Image.open(io.BytesIO(r.image)).convert("RGB")},
-            }
-            for r in requests
-        ]
+        prompts = [vllm_prompt(r.prompt, list(r.images)) for r in requests]
         params = [
             sampling_params(
                 SamplingConfig(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens), r.n, r.seed

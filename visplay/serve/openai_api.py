@@ -8,8 +8,8 @@ request may contain is unit-tested without an engine. What is accepted::
         {"type": "text", "text": "How many red squares are there?"}]}],
      "temperature": 0, "max_tokens": 64, "n": 1, "seed": 7}
 
-Exactly one image per request (the engines are built with ``limit_mm_per_prompt={"image": 1}``), given as
-a base64 ``data:`` URL: the server never fetches URLs. Anything else is a :class:`RequestError` carrying
+One image per request, or up to the engine's ``max_images_per_prompt`` (vLLM's ``limit_mm_per_prompt``),
+each given as a base64 ``data:`` URL: the server never fetches URLs. Anything else is a :class:`RequestError` carrying
 the HTTP status (400 malformed, 413 too large, 415 not an image) and a message that says what was wrong.
 """
 
@@ -48,14 +48,17 @@ class Limits:
     max_image_pixels: int
     max_tokens: int
     max_n: int
+    max_images: int = 1
+    """Images per request: the serving engine's ``max_images_per_prompt``."""
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """A validated request: the rendered prompt, the decoded image and the sampling asked for."""
+    """A validated request: the rendered prompt, its encoded images (in prompt order) and the sampling
+    asked for."""
 
     prompt: str
-    image: bytes
+    images: tuple[bytes, ...]
     temperature: float
     top_p: float
     max_tokens: int
@@ -103,13 +106,14 @@ def parse_chat_request(body: Any, limits: Limits, add_reasoner_instruction: bool
             else:
                 raise RequestError(400, f"messages[{i}].content[{j}]: unsupported part {str(part)[:80]!r}")
         rendered_messages.append({"role": message["role"], "content": parts})
-    if len(images) != 1:
-        raise RequestError(400, f"exactly one image is supported per request, got {len(images)}")
+    if not 1 <= len(images) <= limits.max_images:
+        allowed = "exactly one image is" if limits.max_images == 1 else f"1 to {limits.max_images} images are"
+        raise RequestError(400, f"{allowed} supported per request, got {len(images)}")
     if add_reasoner_instruction:
         _add_instruction(rendered_messages)
     return ChatRequest(
         prompt=render_prompt(rendered_messages),
-        image=images[0],
+        images=tuple(images),
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
         max_tokens=int(_number(body, "max_tokens", limits.max_tokens, 1, limits.max_tokens, integer=True)),

@@ -37,6 +37,10 @@ from visplay.eval.tables import (
 
 log = logging.getLogger(__name__)
 
+ROW_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, RecursionError)
+"""Errors a row's cells can raise that no check foresaw: the row is rejected with the error as its reason
+(a bug in a benchmark class shows there, in ``rejects.jsonl``, instead of stopping the whole file)."""
+
 Columns = dict[str, str | None]
 """Role → the file's column for it (None for an absent optional role), from
 :func:`~visplay.eval.tables.resolve_columns`."""
@@ -80,7 +84,8 @@ class Benchmark:
         raise NotImplementedError
 
     def example(self, table: Table, cols: Columns, number: int, row: dict[str, Any]) -> EvalExample:
-        """One row as an example; a row that cannot be used raises BenchmarkFormatError saying why."""
+        """One row as an example; a row that cannot be used raises BenchmarkFormatError saying why (any of
+        :data:`ROW_ERRORS` rejects the row too)."""
         raise NotImplementedError
 
     def examples(self, table: Table, cols: Columns, number: int, row: dict[str, Any]) -> list[EvalExample]:
@@ -156,6 +161,10 @@ def read_benchmark(
             found = reader.examples(table, cols, number, row)
         except BenchmarkFormatError as err:
             rejects.append(Reject(reader.row_label(cols, number, row), str(table.path), str(err)))
+            continue
+        except ROW_ERRORS as err:  # a cell no check foresaw: still this row's problem, not the file's
+            reason = f"{table.path}: row {number}: unexpected {type(err).__name__}: {err}"
+            rejects.append(Reject(reader.row_label(cols, number, row), str(table.path), reason))
             continue
         for example in found:
             if example.example_id in first_row:

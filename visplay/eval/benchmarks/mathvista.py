@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
-from visplay.eval.benchmarks.mmmu import split_files
 from visplay.eval.schema import CATEGORY_SEPARATOR, LETTERS, EvalExample
 from visplay.eval.scoring import ScoredRow, extract_answer, score_rule
 from visplay.eval.tables import (
@@ -63,6 +62,7 @@ from visplay.eval.tables import (
     optional_text,
     required_images,
     resolve_columns,
+    split_files,
 )
 
 SPLITS = ("testmini", "test")

@@ -59,6 +59,7 @@ from visplay.eval.tables import (
     open_table,
     optional_text,
     resolve_columns,
+    split_files,
 )
 from visplay.rewards.parse import extract_boxed
 
@@ -102,42 +103,6 @@ _NUMBER_RES = (
     re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+"),  # 1.5e-3
     re.compile(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])"),  # 3, 3.31, .5
 )
-
-
-def split_files(
-    path: Path, split: str | None, default: str, splits: tuple[str, ...] = SPLITS
-) -> tuple[Path, ...]:
-    """The parquet files of one split (``split``, else ``default``) at ``path``: a file (checked against an
-    explicit ``split`` when its name starts with one of ``splits``), a folder of ``<split>-*.parquet``
-    files, or a folder of such folders (sorted by path). Hidden (``.``/``_``) entries are skipped.
-
-    Raises:
-        BenchmarkFormatError: no such path, or no file of the split (the message lists the files found).
-    """
-    if not path.exists():
-        raise BenchmarkFormatError(f"{path}: no such file or folder")
-    if path.is_file():
-        named = path.name.split("-")[0]
-        if split is not None and named in splits and named != split:
-            raise BenchmarkFormatError(f"{path}: split {split!r} asked for, but this is a {named!r} file")
-        return (path,)
-    wanted = split or default
-
-    def visible(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
-
-    direct = [p for p in visible(path) if p.is_file() and p.suffix == ".parquet"]
-    nested = (p for d in visible(path) if d.is_dir() for p in visible(d) if p.suffix == ".parquet")
-    found = direct or list(nested)
-    chosen = tuple(p for p in found if p.name.startswith(f"{wanted}-"))
-    if not chosen:
-        names = [str(p.relative_to(path)) for p in found]
-        shown = names[:20] + ([f"… ({len(names)} in all)"] if len(names) > 20 else [])
-        raise BenchmarkFormatError(
-            f"{path}: no parquet file of split {wanted!r} ({wanted}-*.parquet, in the folder or in its "
-            f"subject folders); found {shown}"
-        )
-    return chosen
 
 
 def subject_of(example_id: str) -> str:
@@ -270,7 +235,7 @@ class MMMU(Benchmark):
     def open(self, path: Path, split: str | None) -> Table:
         if split is not None and split not in SPLITS:
             raise BenchmarkFormatError(f"{path}: MMMU has splits {list(SPLITS)}, not {split!r}")
-        files = split_files(path, split, DEFAULT_SPLIT)
+        files = split_files(path, split, DEFAULT_SPLIT, SPLITS)
         if path.is_file():
             return open_table(path)
         return open_files(path, files, path)

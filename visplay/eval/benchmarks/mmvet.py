@@ -24,14 +24,13 @@ accepts "There are 2 apples." for ``2``). Text is compared in the normal form of
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
 from visplay.eval.schema import CATEGORY_SEPARATOR, EvalExample
-from visplay.eval.scoring import extract_answer
+from visplay.eval.scoring import contains_phrase, extract_answer
 from visplay.eval.tables import (
     KEY_COLUMN,
     Table,
@@ -50,12 +49,6 @@ JSON_NAME = "mm-vet.json"
 IMAGE_FOLDER = "images"
 AND, OR = "<AND>", "<OR>"
 """MM-Vet's gold markers: every part is needed / any alternative will do."""
-
-
-def contains_phrase(text: str, phrase: str) -> bool:
-    """Whether ``phrase`` occurs in ``text`` not glued to a letter or digit on either side (``-1`` is not
-    in ``x = -15``); an empty phrase never occurs."""
-    return bool(phrase) and re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
 
 
 def marker_score(answer: str, gold: str) -> float:

@@ -19,8 +19,8 @@ from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
 from visplay.eval.schema import EvalExample
-from visplay.eval.scoring import ScoredRow
 from visplay.eval.tables import (
+    BenchmarkFormatError,
     Table,
     build_example,
     cell_text,
@@ -58,9 +58,13 @@ class VisionSR1(Benchmark):
             return True
         file_name = str(row[cols["file_name"]] or "").strip()
         self.seen[file_name] += 1
-        return file_name in self.bench.export_names
+        return not file_name or file_name in self.bench.export_names  # a blank one is rejected in example()
 
     def example(self, table: Table, cols: Columns, number: int, row: dict[str, Any]) -> EvalExample:
+        if cols["file_name"] and not optional_text(table, number, row, cols["file_name"]):
+            raise BenchmarkFormatError(
+                f"{table.path}: row {number}: blank file_name, so no benchmark is named"
+            )
         question = _IMAGE_TOKEN_RE.sub("", cell_text(table, number, row, cols["problem"])).strip()
         answer = cell_text(table, number, row, cols["answer"])
         return build_example(
@@ -86,12 +90,6 @@ class VisionSR1(Benchmark):
             f"{table.path}: no row has file_name {list(self.bench.export_names)} (benchmark {self.name!r}); "
             f"file_name values found: {dict(sorted(self.seen.items()))}"
         )
-
-    def score(self, example: EvalExample, text: str) -> float:
-        return self.bench.score(example, text)
-
-    def metrics(self, rows: list[ScoredRow]) -> dict[str, float]:  # type: ignore[override]
-        return self.bench.metrics(rows)
 
 
 def is_export(table: Table) -> bool:
