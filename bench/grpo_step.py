@@ -33,27 +33,44 @@ from visplay.train.grpo import deepspeed_config
 from visplay.train.policy import Sample, collate, completion_logprobs, load_policy
 
 QWEN25_VL_3B_TEXT = dict(
+    vocab_size=151_936,  # the real vocabulary (embeddings and lm_head), not the tiny tokenizer's 2,048
     hidden_size=2048,
     intermediate_size=11008,
     num_hidden_layers=36,
     num_attention_heads=16,
     num_key_value_heads=2,
+    max_window_layers=70,
+    layer_types=["full_attention"] * 36,  # one per layer (the tiny config lists its 2)
+    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
 )
+"""Qwen2.5-VL-3B-Instruct's config.json (text part; mrope_section for its head_dim 128); its embeddings
+are tied to the output layer."""
 QWEN25_VL_3B_VISION = dict(
-    depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048
-)
+    depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+    fullatt_block_indexes=[7, 15, 23, 31],
+)  # fmt: skip
 
 
-def random_3b(out: Path, like: Path) -> Path:
-    """A random-weight model with Qwen2.5-VL-3B's shapes, reusing `like`'s tokenizer and processor."""
-    from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+def config_3b(like: Path):
+    """`like`'s config with Qwen2.5-VL-3B's shapes: its vocabulary size (the tiny tokenizer's ids all lie
+    below it, so `like`'s tokenizer and processor still work), layers, widths, rotary sections and tied
+    embeddings."""
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(like)
     for key, value in QWEN25_VL_3B_TEXT.items():
         setattr(config.text_config, key, value)
     for key, value in QWEN25_VL_3B_VISION.items():
         setattr(config.vision_config, key, value)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+    config.tie_word_embeddings = config.text_config.tie_word_embeddings = True
+    return config
+
+
+def random_3b(out: Path, like: Path) -> Path:
+    """A random-weight model with Qwen2.5-VL-3B's shapes, reusing `like`'s tokenizer and processor."""
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration(config_3b(like)).to(torch.bfloat16)
     model.save_pretrained(out)
     AutoProcessor.from_pretrained(like).save_pretrained(out)
     return out

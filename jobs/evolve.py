@@ -8,10 +8,12 @@ Algorithm, for each iteration i = 1..iterations (Q_0 = R_0 = the base model):
   3. train_reasoner    GRPO on R_{i-1} against the silver labels of that set                    -> R_i
   4. evaluate          R_i answers the held-out benchmarks greedily (its engine); rule/judge scores
                        (the base model R_0 is evaluated once first, as iteration 0)
-The phases are in visplay/loop.py. The job holds two vLLM rollout engines (questioner, reasoner) and one
-GRPO worker group (Ray Train + DeepSpeed, visplay/train/service.py) from start to end: each phase loads
-its weights into them in-process instead of starting processes; with generation.reuse_rollout_engines the
-generation pass uses them too, otherwise it starts autoscaling engine pools. Each phase writes a
+The phases are in visplay/loop.py. The job holds vLLM rollout engines (rollout_engine.per_role per role:
+questioner, reasoner) and one GRPO worker group (Ray Train + DeepSpeed, visplay/train/service.py) from
+start to end: each phase loads its weights into them in-process instead of starting processes; with
+generation.reuse_rollout_engines the generation pass uses them too, otherwise it starts autoscaling
+engine pools. Before any of it starts, the job's resource plan is compared with the cluster
+(visplay/resource_plan.py). Each phase writes a
 completion marker (visplay/phases.py) only when its outputs are complete; a restarted job skips finished
 phases and GRPO phases resume from their last saved step. A rerun whose settings differ from those a
 started phase recorded stops before any work and names the fields (visplay/loop.py READS says which
@@ -40,6 +42,7 @@ from visplay import runtime, tracking
 from visplay.checkpoints import Checkpoint
 from visplay.engine.rollout import start_rollout_actors
 from visplay.loop import check_phases, run_iterations
+from visplay.resource_plan import evolve_plan
 from visplay.train.service import TrainerService
 from visplay.train.tasks import QuestionerTask
 from visplay.world.embedded import ensure_base_model, ensure_corpus
@@ -56,16 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         "evolve", rest, check=lambda c: check_phases(c, rerun_changed=known.rerun_changed)
     )
     try:
+        # Before anything starts: a plan the cluster can never hold stops here, naming the phase, the actor
+        # and the missing resource, instead of waiting (visplay/resource_plan.py; `visplay plan`).
+        runtime.stop_unless_fits(cfg, evolve_plan(cfg))
         # The GRPO workers start now (imports, process group) while the driver prepares the model and data.
         trainer = TrainerService(cfg, cfg.run_dir / "ray_train")
         base_path, base_version = ensure_base_model(cfg)
         ensure_corpus(cfg)
         tracking.setup(cfg)
-        # Two engines for the whole job, one per role; every phase loads the weights it needs into them
-        # (a push: milliseconds on the tiny model) instead of starting engines (a minute each on CPU).
-        engines = start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2)
-        questioner = Checkpoint(base_path, base_version, engines=(engines[0],))
-        reasoner = Checkpoint(base_path, base_version, engines=(engines[1],))
+        # rollout_engine.per_role engines per role for the whole job; every phase loads the weights it needs
+        # into them (a push: milliseconds on the tiny model) instead of starting engines (a minute each on CPU).
+        n = cfg.rollout_engine.per_role
+        engines = start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2 * n)
+        questioner = Checkpoint(base_path, base_version, engines=tuple(engines[:n]))
+        reasoner = Checkpoint(base_path, base_version, engines=tuple(engines[n:]))
         grpo_q = cfg.questioner_grpo
         images = QuestionerTask.load_images(cfg.corpus, limit=grpo_q.steps * grpo_q.prompts_per_step)
 

@@ -39,6 +39,7 @@ from visplay.checkpoints import Checkpoint
 from visplay.config import Config, load_config, save_config, with_absolute_paths, with_overrides
 from visplay.engine.rollout import start_rollout_actors
 from visplay.loop import run_iterations
+from visplay.resource_plan import evolve_plan
 from visplay.train.service import TrainerService
 from visplay.train.tasks import QuestionerTask
 from visplay.world.corpus import GROUND_TRUTH_FILENAME
@@ -105,14 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     exp = cfg.experiment
     results: list[experiment.RunResult] = []
     engines = None
+    n = cfg.rollout_engine.per_role  # rollout engines per role: questioner engines[:n], reasoner engines[n:]
     try:
+        runtime.stop_unless_fits(cfg, evolve_plan(cfg))  # every run holds what the loop job holds
         trainer = TrainerService(cfg, cfg.run_dir / "ray_train")  # one GRPO worker group for every run
         for seed in exp.seeds:
             boot = run_config(cfg, seed, None)
             base_path, base_version = ensure_base_model(boot)  # 1. bootstrap B_s (labels used here only)
             log.info("seed %d: bootstrap model %s (%s)", seed, base_path, base_version[:12])
             if engines is None:
-                engines = start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2)
+                engines = start_rollout_actors(
+                    base_path, base_version, cfg.rollout_engine, cfg.seed, count=2 * n
+                )
 
             # --- loop: 2. every arm from B_s ------------------------------------------------------
             for arm in exp.arms:
@@ -128,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"=== seed {seed}, arm {arm.name}: {run.run_dir}", flush=True)
                     run_iterations(
                         run,
-                        Checkpoint(base_path, base_version, engines=(engines[0],)),
-                        Checkpoint(base_path, base_version, engines=(engines[1],)),
+                        Checkpoint(base_path, base_version, engines=tuple(engines[:n])),
+                        Checkpoint(base_path, base_version, engines=tuple(engines[n:])),
                         images,
                         trainer,
                     )

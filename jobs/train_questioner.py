@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     grpo = cfg.questioner_grpo
     images = QuestionerTask.load_images(cfg.corpus, limit=grpo.steps * grpo.prompts_per_step)
     reasoner_version = model_version(reasoner)
-    frozen_reasoner = start_rollout_actors(reasoner, reasoner_version, cfg.rollout_engine, cfg.seed, count=1)[
-        0
-    ]
+    frozen_reasoner = start_rollout_actors(
+        reasoner, reasoner_version, cfg.rollout_engine, cfg.seed, count=cfg.rollout_engine.per_role
+    )
     task = QuestionerTask(
         images=images, reasoner=frozen_reasoner, reasoner_checkpoint=str(reasoner), reasoner_version=reasoner_version,
         reasoner_sampling=cfg.generation.reasoner_sampling,

@@ -298,7 +298,9 @@ def test_the_config_names_every_benchmark_and_takes_its_split():
 
     # every benchmark but the synthetic split (generated, not configured) and MMMU (its own config class)
     assert sorted([*BENCHMARK_NAMES, "mmmu", "synthetic"]) == sorted(BENCHMARKS)
-    cfg = load_config(None, ["eval.benchmarks=[{name: mmmu, path: MMMU}, {name: mathvista, path: d, split: test}]"])
+    cfg = load_config(
+        None, ["eval.benchmarks=[{name: mmmu, path: MMMU}, {name: mathvista, path: d, split: test}]"]
+    )
     assert [(b.name, b.split) for b in cfg.eval.benchmarks] == [("mmmu", "validation"), ("mathvista", "test")]
     with pytest.raises(ValueError, match="split"):
         load_config(None, ["eval.benchmarks=[{name: mmmu, path: MMMU, split: train}]"])

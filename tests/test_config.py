@@ -18,9 +18,14 @@ from visplay.config import (
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 
 
-def test_configs_folder_has_the_two_documented_configs():
+def test_configs_folder_holds_exactly_the_documented_configs():
+    """Every config is one row of README's table of which config fits which hardware (and no other)."""
     names = {p.name for p in CONFIGS}
-    assert {"tiny-cpu.yaml", "qwen2.5-vl-7b-gpu.yaml"} <= names
+    assert names == {"tiny-cpu.yaml", "qwen2.5-vl-7b-1node.yaml", "qwen2.5-vl-7b-gpu.yaml"}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    cluster = readme.split("## Running on a GPU cluster", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("`")[1] for line in cluster.splitlines() if line.startswith("| `configs/")}
+    assert rows == {f"configs/{name}" for name in names}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

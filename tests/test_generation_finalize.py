@@ -8,6 +8,7 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ray.data.context import ShuffleStrategy
 
 from visplay.data.schemas import SCORED_SCHEMA
 from visplay.generation.dedup import dedup_and_cap, question_hash
@@ -43,8 +44,14 @@ def test_distributed_dedup_and_cap_equal_the_in_memory_rule(ray_local, scope):
     expected = dedup_and_cap(rows, max_per_image=2, scope=scope)
     table = pa.Table.from_pylist(rows, schema=SCORED_SCHEMA)
     blocks = [table.slice(i, 37) for i in range(0, table.num_rows, 37)]  # several blocks, as parts are
-    out = corpus_dedup(ray_local.data.from_arrow(blocks), max_per_image=2, scope=scope).sort(ORDER)
-    got = [(r["question_id"], r["drop_reason"], r["keep"]) for r in out.take_all()]
+    context = ray_local.data.DataContext.get_current()
+    saved = context.shuffle_strategy
+    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED  # as finalize() runs it
+    try:
+        out = corpus_dedup(ray_local.data.from_arrow(blocks), max_per_image=2, scope=scope).sort(ORDER)
+        got = [(r["question_id"], r["drop_reason"], r["keep"]) for r in out.take_all()]
+    finally:
+        context.shuffle_strategy = saved
     assert got == [(r["question_id"], reason, reason == "") for r, reason in zip(rows, expected, strict=True)]
     assert {"duplicate", "per_image_cap"} <= set(expected)  # both rules really fired
 

@@ -51,6 +51,56 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the resource plan of the loop job and the Serve job; with ``--offer`` or ``ray.cluster_config``,
+    check it against that machine or cluster (exit 1 when it cannot fit)."""
+    from pathlib import Path
+
+    import yaml
+
+    from visplay.config import ConfigError, load_config
+    from visplay.resource_plan import (
+        DoesNotFit,
+        Offer,
+        check_fit,
+        cluster_yaml_offer,
+        evolve_plan,
+        format_plan,
+        parse_resources,
+        serve_plan,
+    )
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        offers = []
+        if args.offer:
+            machine = parse_resources(args.offer)
+            offers.append(Offer(machine, (machine,), "the node of --offer"))
+        path = Path(cfg.ray.cluster_config) if cfg.ray.cluster_config is not None else None
+        if path is not None and path.is_file():
+            offers.append(cluster_yaml_offer(yaml.safe_load(path.read_text()), f"{path} at its largest"))
+        elif path is not None:
+            print(f"visplay plan: ray.cluster_config {path} is not a file here: not checked", file=sys.stderr)
+    except (ConfigError, ValueError) as err:
+        print(f"visplay plan: {err}", file=sys.stderr)
+        return 2
+    plans = [
+        p for job, p in (("evolve", evolve_plan(cfg)), ("serve", serve_plan(cfg))) if args.job in (job, "all")
+    ]
+    status = 0
+    for plan in plans:
+        print(format_plan(plan))
+        for offer in offers:
+            try:
+                check_fit(plan, offer)
+                print(f"  fits {offer.source}")
+            except DoesNotFit as err:
+                print(f"  DOES NOT FIT: {err}")
+                status = 1
+        print()
+    return status
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Warm up a base checkpoint on a LABELED corpus (stand-in for instruction tuning); print path and version."""
     import logging
@@ -100,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config-reference", help="print the config reference table (markdown)")
     p.set_defaults(func=cmd_config_reference)
+
+    p = sub.add_parser(
+        "plan", help="print what each phase of the loop job and the Serve job asks Ray for, and check a fit"
+    )
+    p.add_argument("--config", default=None, help="YAML file in configs/ (default: schema defaults)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout_engine.per_role=2")
+    p.add_argument("--job", choices=["evolve", "serve", "all"], default="all", help="which job's plan")
+    p.add_argument(
+        "--offer",
+        default=None,
+        help="check the plan against one node with these resources, e.g. CPU=64,GPU=8 (ray.cluster_config, "
+        "when set, is checked too)",
+    )
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
         "bootstrap", help="supervised warm-up on a LABELED synthetic split (tiny-model stand-in)"

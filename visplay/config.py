@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class _Section(BaseModel):
@@ -162,6 +170,31 @@ class EngineConfig(_Section):
         return self
 
 
+class RolloutEngineConfig(EngineConfig):
+    """The rollout engines: vLLM actors that a job holds from start to end, a fixed number per role (GRPO
+    samples from them and pushes weights into them; not an autoscaling pool)."""
+
+    per_role: int = Field(1, ge=1)
+    """Rollout engines per role (questioner, reasoner): jobs/evolve.py and jobs/experiment.py hold
+    2 x per_role for the whole job, a standalone GRPO job per_role for its policy (and per_role for its
+    frozen Reasoner). A GRPO step's prompts, the frozen Reasoner's answers and, with
+    ``generation.reuse_rollout_engines``, generation and evaluation batches are spread over a role's engines."""
+    min_actors: int = 1
+    """Not used: rollout engines are not a pool (``per_role`` sets their number); must stay 1."""
+    max_actors: int = 1
+    """Not used: rollout engines are not a pool (``per_role`` sets their number); must stay 1."""
+
+    @field_validator("min_actors", "max_actors")
+    @classmethod
+    def _not_a_pool(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(
+                "rollout engines are not an autoscaling pool: set rollout_engine.per_role (engines per role) "
+                "and leave min_actors/max_actors at 1"
+            )
+        return value
+
+
 class SamplingConfig(_Section):
     """vLLM sampling for one role."""
 
@@ -205,9 +238,10 @@ class GenerationConfig(_Section):
     decode_batch_size: int = Field(32, ge=1)
     """Items read and decoded per Ray Data task (one block): bounds the image bytes in flight per task."""
     reuse_rollout_engines: bool = False
-    """In jobs/evolve.py, generate with the job's two warm rollout engines (questioner, reasoner) instead of
-    starting engine pools; the embedded default sets it (an engine start costs about a minute on CPU), on a
-    cluster the autoscaling pools of questioner_engine/reasoner_engine scale with the corpus."""
+    """In jobs/evolve.py, generate (and evaluate) with the job's warm rollout engines (``rollout_engine.per_role``
+    per role) instead of starting engine pools; the embedded default sets it (an engine start costs about a
+    minute on CPU), so does the one-node GPU config (no GPU left for pools); on a cluster the autoscaling
+    pools of questioner_engine/reasoner_engine scale with the corpus."""
 
     @model_validator(mode="after")
     def _check_band(self) -> GenerationConfig:
@@ -340,6 +374,14 @@ class RayConfig(_Section):
     ``gpu_trainers`` group."""
     collective_backend: Literal["gloo", "nccl"] = "gloo"
     """torch.distributed backend: gloo on CPU, nccl on GPUs."""
+    cluster_config: str | None = None
+    """The Ray cluster-launcher YAML the cluster was started from (e.g. ``cluster.yaml``): the fit check
+    before a job starts anything counts its head node and worker node types up to their ``max_workers`` as
+    what the cluster can grow to (None: only the resources the cluster has now; ``visplay plan``)."""
+    fit_check: bool = True
+    """Stop before anything starts when the job's resource plan (``visplay plan``) cannot fit the cluster,
+    naming the phase, the actor and the missing resource (False: only log the comparison, e.g. on an
+    autoscaling cluster whose limits no launcher YAML describes)."""
 
 
 class ServeConfig(_Section):
@@ -557,8 +599,8 @@ class Config(_Section):
     """GRPO of the questioner."""
     reasoner_grpo: GRPOConfig = GRPOConfig()
     """GRPO of the reasoner."""
-    rollout_engine: EngineConfig = EngineConfig()
-    """Engine of the rollout actors that GRPO trainers push weights into."""
+    rollout_engine: RolloutEngineConfig = RolloutEngineConfig()
+    """Engine of the rollout actors that GRPO trainers push weights into, and how many per role."""
     ray: RayConfig = RayConfig()
     """Ray resources."""
     mlflow: MLflowConfig = MLflowConfig()
@@ -749,6 +791,7 @@ def with_absolute_paths(cfg: Config, base: str | Path | None = None) -> Config:
                 }
             ),
             "corpus": cfg.corpus.model_copy(update={"path": absolute(cfg.corpus.path)}),
+            "ray": cfg.ray.model_copy(update={"cluster_config": absolute(cfg.ray.cluster_config)}),
             "serve": cfg.serve.model_copy(update={"checkpoint": absolute(cfg.serve.checkpoint)}),
             "eval": cfg.eval.model_copy(
                 update={

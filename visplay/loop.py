@@ -4,7 +4,8 @@ One iteration i (Q_0 = R_0 = the base model; see jobs/evolve.py for the algorith
 train_questioner -> generate -> train_reasoner -> evaluate. Every phase is a function of (config,
 iteration, checkpoints) that writes a completion marker (visplay/phases.py) only when its outputs are
 complete, so a rerun skips finished phases, and opens its own nested MLflow run. Checkpoints carry the
-job's two warm rollout engines; each phase loads the weights it needs into them first.
+job's warm rollout engines (``rollout_engine.per_role`` per role); each phase loads the weights it needs
+into them first.
 
 Each phase declares the settings it reads (:data:`READS`); its records store them with the version ids of
 its inputs, and :func:`check_phases` runs before any work: a rerun whose settings differ for a phase that
@@ -127,7 +128,7 @@ def train_questioner(
 
     def task() -> QuestionerTask:
         return QuestionerTask(
-            images=images, reasoner=reasoner.engines[0], reasoner_checkpoint=reasoner.path,
+            images=images, reasoner=reasoner.engines, reasoner_checkpoint=reasoner.path,
             reasoner_version=reasoner.version, reasoner_sampling=cfg.generation.reasoner_sampling,
             answers_per_question=cfg.generation.answers_per_question, rewards=cfg.rewards, seed=cfg.seed + it,
         )  # fmt: skip
@@ -238,7 +239,7 @@ def run_iterations(
 ) -> tuple[Checkpoint, Checkpoint]:
     """Iterations 1..cfg.iterations under one MLflow parent run, every GRPO phase on ``trainer``'s workers;
     returns the last Questioner and Reasoner."""
-    q_engine, r_engine = questioner.engines[0], reasoner.engines[0]
+    q_engines, r_engines = questioner.engines, reasoner.engines  # rollout_engine.per_role each
     history = [r for r in report.load_history(cfg.run_dir / "history.json") if r.iteration <= cfg.iterations]
     reports: list[tuple[str, list[dict]]] = []  # (base / iter i, its benchmark reports) per evaluated model
     with tracking.run(f"{cfg.name}-evolve", params=tracking.flat_params(cfg), tags={"job": "evolve"}):
@@ -251,12 +252,12 @@ def run_iterations(
                 seconds: dict[str, float] = {}
                 with _phase(it, cfg.iterations, "train_questioner", seconds):
                     q_out = train_questioner(cfg, it, questioner, reasoner, images, trainer)
-                questioner = Checkpoint(q_out["checkpoint"], q_out["version"], engines=(q_engine,))
+                questioner = Checkpoint(q_out["checkpoint"], q_out["version"], engines=q_engines)
                 with _phase(it, cfg.iterations, "generate", seconds):
                     question_set = generate(cfg, it, questioner, reasoner)
                 with _phase(it, cfg.iterations, "train_reasoner", seconds):
                     r_out = train_reasoner(cfg, it, reasoner, question_set, trainer)
-                reasoner = Checkpoint(r_out["checkpoint"], r_out["version"], engines=(r_engine,))
+                reasoner = Checkpoint(r_out["checkpoint"], r_out["version"], engines=r_engines)
                 scores = {}
                 if cfg.eval.during_evolve:
                     with _phase(it, cfg.iterations, "evaluate", seconds):

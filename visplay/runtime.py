@@ -15,11 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from visplay import console
-from visplay.config import Config, load_config, save_config, with_absolute_paths
+from visplay.config import Config, ConfigError, load_config, save_config, with_absolute_paths
+
+if TYPE_CHECKING:
+    from visplay.resource_plan import JobPlan, Offer
 
 log = logging.getLogger("visplay")
 
@@ -58,6 +62,42 @@ def init_ray(cfg: Config) -> None:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=cfg.verbose)
     console.route_framework_logs(cfg.verbose)
     log.info("ray: %s", ray.cluster_resources())
+
+
+def cluster_offer(cfg: Config) -> Offer:
+    """What the connected cluster can give: ``ray.cluster_resources()`` and its alive nodes; with
+    ``ray.cluster_config``, merged with that launcher YAML at its largest (visplay.resource_plan)."""
+    import ray
+    import yaml
+
+    from visplay.resource_plan import Offer, cluster_yaml_offer, merge_offers
+
+    nodes = tuple(n["Resources"] for n in ray.nodes() if n["Alive"])
+    now = Offer(ray.cluster_resources(), nodes, "the connected cluster (ray.cluster_resources())")
+    if cfg.ray.cluster_config is None:
+        return now
+    path = Path(cfg.ray.cluster_config)
+    if not path.is_file():
+        raise ConfigError(f"ray.cluster_config: no file at {path}")
+    largest = cluster_yaml_offer(yaml.safe_load(path.read_text()), f"{path.name} at its largest")
+    return merge_offers(now, largest)
+
+
+def stop_unless_fits(cfg: Config, plan: JobPlan) -> None:
+    """Before a job starts anything: raise SystemExit with a message naming the phase, the actor and the
+    missing resource when ``plan`` can never fit the cluster (instead of waiting for resources that never
+    come). With ``ray.fit_check`` off the comparison is only logged."""
+    from visplay.resource_plan import DoesNotFit, check_fit, format_resources
+
+    offer = cluster_offer(cfg)
+    try:
+        check_fit(plan, offer)
+    except DoesNotFit as err:
+        if cfg.ray.fit_check:
+            raise SystemExit(f"{plan.job}: {err}") from None
+        log.warning("%s\n(ray.fit_check is false: starting anyway)", err)
+        return
+    log.info("%s: the resource plan fits %s (peak %s)", plan.job, offer.source, format_resources(plan.peak))
 
 
 def job_config_path(cfg: Config, description: str, reads_run: bool) -> Path:

@@ -356,6 +356,31 @@ def generate_frozen(
     )
 
 
+def generate_frozen_on(
+    actors: Sequence[ActorHandle], requests: list[RolloutRequest], sampling: SamplingConfig, n: int,
+    checkpoint: str, version: str,
+) -> tuple[list[Rollout], int]:  # fmt: skip
+    """:func:`generate_frozen` spread over several frozen engines that hold the same ``checkpoint``: request
+    ``i`` goes to engine ``i % len(actors)``, all engines at once; the rollouts come back in request order
+    (seeded requests sample the same on any engine) with the re-loads of all engines added up."""
+    if len(actors) == 1:
+        return generate_frozen(actors[0], requests, sampling, n, checkpoint, version)
+    from concurrent.futures import ThreadPoolExecutor
+
+    shards = [requests[i :: len(actors)] for i in range(len(actors))]
+    busy = [(a, s) for a, s in zip(actors, shards, strict=True) if s]  # empty shards are the last ones
+    if not busy:
+        return [], 0
+    with ThreadPoolExecutor(len(busy)) as pool:
+        parts = list(
+            pool.map(lambda job: generate_frozen(job[0], job[1], sampling, n, checkpoint, version), busy)
+        )
+    rollouts: list[Rollout] = [None] * len(requests)  # type: ignore[list-item]
+    for i, (part, _) in enumerate(parts):
+        rollouts[i :: len(actors)] = part
+    return rollouts, sum(reloads for _, reloads in parts)
+
+
 def short_version(version: str) -> str:
     """A version for log lines: the content id's first 12 characters and any ``+role-stepN`` label."""
     base, plus, label = version.partition("+")

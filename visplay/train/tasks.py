@@ -1,7 +1,7 @@
 """What each role practises in GRPO: which prompts a step uses, and how its rollouts are rewarded.
 
 * :class:`QuestionerTask`: prompts are unlabeled images; a rollout is a tagged question; its reward is the
-  VisPlay questioner reward, with the *frozen* Reasoner (its own rollout actor) answering each parsed
+  VisPlay questioner reward, with the *frozen* Reasoner (its own rollout actors) answering each parsed
   question m times: uncertainty(p) minus the BLEU-cluster diversity penalty over the step's questions,
   ``invalid_penalty`` when unparseable. One implementation with the generation plane (visplay.rewards).
 * :class:`ReasonerTask`: prompts are the kept questions of a generation pass (their images read from the
@@ -14,6 +14,7 @@ prompts: a resumed run neither repeats nor skips data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from visplay import prompts
 from visplay.config import RewardConfig, SamplingConfig
 from visplay.data.images import load_image
-from visplay.engine.rollout import Rollout, RolloutRequest, generate_frozen
+from visplay.engine.rollout import Rollout, RolloutRequest, generate_frozen_on
 from visplay.generation.outputs import count_rows, take_rows
 from visplay.rewards import extract_boxed, parse_questioner_output, reasoner_reward, score_questions
 from visplay.seeds import derive_seed
@@ -52,7 +53,9 @@ class QuestionerTask:
     """Questioner GRPO: images in, questions out, rewarded by the frozen reasoner's disagreement."""
 
     images: list[bytes]
-    reasoner: object  # a RolloutActor handle holding the frozen reasoner
+    reasoner: Sequence[object]
+    """The frozen reasoner's RolloutActor handles (``rollout_engine.per_role``; its answers are spread over
+    them)."""
     reasoner_checkpoint: str
     """The frozen reasoner's checkpoint: an engine that comes back restarted is re-loaded from it."""
     reasoner_version: str
@@ -102,7 +105,7 @@ class QuestionerTask:
         ]
         answers, reloads = [], 0
         if answer_requests:
-            answers, reloads = generate_frozen(
+            answers, reloads = generate_frozen_on(
                 self.reasoner, answer_requests, self.reasoner_sampling, self.answers_per_question,
                 self.reasoner_checkpoint, self.reasoner_version,
             )  # fmt: skip

@@ -72,7 +72,7 @@ def train_phase(
     grpo: GRPOConfig,
     sampling: SamplingConfig,
     out_dir: str | Path,
-    rollout_actors: list | None = None,  # running RolloutActors holding `checkpoint`; None: start one
+    rollout_actors: list | None = None,  # running RolloutActors holding `checkpoint`; None: start per_role
     mlflow_uri: str | None = None,
     mlflow_run_id: str | None = None,
     stop_after_step: int | None = None,
@@ -92,7 +92,7 @@ def train_phase(
     out_dir.mkdir(parents=True, exist_ok=True)
     own_actors = rollout_actors is None  # started here -> stopped here; passed-in actors are the caller's
     actors = rollout_actors or start_rollout_actors(
-        checkpoint, version, cfg.rollout_engine, cfg.seed, count=1
+        checkpoint, version, cfg.rollout_engine, cfg.seed, count=cfg.rollout_engine.per_role
     )
     job = GRPOJob(
         role=role, checkpoint=str(checkpoint), version=version, grpo=grpo, sampling=sampling, task=task,
