@@ -14,7 +14,8 @@ import pytest
 from benchmark_files import image_struct, png, write_json, write_jsonl, write_parquet, write_png
 
 from visplay.eval.benchmarks import BENCHMARKS, load_benchmark
-from visplay.eval.tables import BenchmarkFormatError, options_from_text
+from visplay.eval.cells import options_from_text
+from visplay.eval.tables import BenchmarkFormatError
 from visplay.world.corpus import make_corpus, read_ground_truth
 
 

@@ -25,15 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from visplay.eval.cells import inferred_fields, options_from_text
 from visplay.eval.schema import EvalExample, Reject
 from visplay.eval.scoring import ScoredRow, score_rule
-from visplay.eval.tables import (
-    BenchmarkFormatError,
-    Table,
-    inferred_fields,
-    open_table,
-    options_from_text,
-)
+from visplay.eval.tables import BenchmarkFormatError, Table, open_table
 
 log = logging.getLogger(__name__)
 

@@ -36,19 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
+from visplay.eval.cells import build_example, cell_images, cell_text, optional_text
 from visplay.eval.schema import EvalExample
 from visplay.eval.scoring import ScoredRow, extract_answer, yes_no_from_text
-from visplay.eval.tables import (
-    BenchmarkFormatError,
-    Table,
-    build_example,
-    cell_images,
-    cell_text,
-    open_files,
-    open_table,
-    optional_text,
-    resolve_columns,
-)
+from visplay.eval.tables import BenchmarkFormatError, Table, open_files, open_table, resolve_columns
 from visplay.rewards import yes_no
 
 HALLUSION_KEYS = ("category", "subcategory", "set_id", "figure_id", "question_id")

@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
-from visplay.eval.schema import EvalExample
-from visplay.eval.tables import (
-    Table,
+from visplay.eval.cells import (
     build_example,
     cell_text,
     free_fields,
@@ -36,8 +34,9 @@ from visplay.eval.tables import (
     optional_text,
     options_from_text,
     required_images,
-    resolve_columns,
 )
+from visplay.eval.schema import EvalExample
+from visplay.eval.tables import Table, resolve_columns
 
 _LETTER_RE = re.compile(r"\(?[A-J]\)?")
 """A gold answer that is one option letter (``B``, ``(B)``)."""

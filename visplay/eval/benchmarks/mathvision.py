@@ -20,17 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
-from visplay.eval.schema import EvalExample
-from visplay.eval.tables import (
-    Table,
+from visplay.eval.cells import (
     build_example,
     cell_list,
     cell_text,
     choice_fields,
     optional_text,
     required_images,
-    resolve_columns,
 )
+from visplay.eval.schema import EvalExample
+from visplay.eval.tables import Table, resolve_columns
 
 
 class MathVision(Benchmark):

@@ -48,19 +48,15 @@ from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
+from visplay.eval.cells import build_example, cell_list, cell_text, optional_text, required_images
 from visplay.eval.schema import CATEGORY_SEPARATOR, LETTERS, EvalExample
 from visplay.eval.scoring import ScoredRow, extract_answer, score_rule
 from visplay.eval.tables import (
     KEY_COLUMN,
     BenchmarkFormatError,
     Table,
-    build_example,
-    cell_list,
-    cell_text,
     open_files,
     open_table,
-    optional_text,
-    required_images,
     resolve_columns,
     split_files,
 )

@@ -45,19 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
+from visplay.eval.cells import build_example, cell_images, cell_list, cell_text, free_fields, optional_text
 from visplay.eval.schema import LETTERS, EvalExample
 from visplay.eval.scoring import ScoredRow
 from visplay.eval.tables import (
     BenchmarkFormatError,
     Table,
-    build_example,
-    cell_images,
-    cell_list,
-    cell_text,
-    free_fields,
     open_files,
     open_table,
-    optional_text,
     resolve_columns,
     split_files,
 )

@@ -29,20 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
+from visplay.eval.cells import build_example, cell_list, cell_text, optional_text, required_images
 from visplay.eval.schema import CATEGORY_SEPARATOR, EvalExample
 from visplay.eval.scoring import contains_phrase, extract_answer
-from visplay.eval.tables import (
-    KEY_COLUMN,
-    Table,
-    build_example,
-    cell_list,
-    cell_text,
-    open_files,
-    open_table,
-    optional_text,
-    required_images,
-    resolve_columns,
-)
+from visplay.eval.tables import KEY_COLUMN, Table, open_files, open_table, resolve_columns
 from visplay.rewards import normalize_text
 
 JSON_NAME = "mm-vet.json"

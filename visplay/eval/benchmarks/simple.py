@@ -9,24 +9,23 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
-from visplay.eval.schema import EvalExample
-from visplay.eval.tables import (
-    Table,
+from visplay.eval.cells import (
     build_example,
     cell_text,
     inferred_fields,
     optional_text,
     options_from_text,
     required_images,
-    resolve_columns,
     row_id,
 )
+from visplay.eval.schema import EvalExample
+from visplay.eval.tables import Table, resolve_columns
 
 
 class EmbeddedOptions(Benchmark):
     """A file with ``question`` (options embedded in the text, see
-    :func:`~visplay.eval.tables.options_from_text`), ``answer`` and ``image``, plus an optional id and
-    category; the answer type follows from the answer (:func:`~visplay.eval.tables.inferred_fields`)."""
+    :func:`~visplay.eval.cells.options_from_text`), ``answer`` and ``image``, plus an optional id and
+    category; the answer type follows from the answer (:func:`~visplay.eval.cells.inferred_fields`)."""
 
     categories: ClassVar[tuple[str, ...]] = ("category",)
 

@@ -6,16 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
+from visplay.eval.cells import build_example, cell_text, optional_text, required_images
 from visplay.eval.schema import EvalExample
-from visplay.eval.tables import (
-    BenchmarkFormatError,
-    Table,
-    build_example,
-    cell_text,
-    optional_text,
-    required_images,
-    resolve_columns,
-)
+from visplay.eval.tables import BenchmarkFormatError, Table, resolve_columns
 from visplay.world.corpus import GROUND_TRUTH_FILENAME
 
 _QA_KEYS = ("question", "answer", "qtype", "skill", "choices")

@@ -18,16 +18,9 @@ from collections import Counter
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
+from visplay.eval.cells import build_example, cell_text, optional_text, required_images
 from visplay.eval.schema import EvalExample
-from visplay.eval.tables import (
-    BenchmarkFormatError,
-    Table,
-    build_example,
-    cell_text,
-    optional_text,
-    required_images,
-    resolve_columns,
-)
+from visplay.eval.tables import BenchmarkFormatError, Table, resolve_columns
 
 EXPORT_COLUMNS = frozenset({"problem", "answer", "images"})
 """A file holding all of these columns is read as a Vision-SR1 export."""

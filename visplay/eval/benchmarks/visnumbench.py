@@ -33,11 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from visplay.eval.benchmarks.base import Benchmark, Columns
-from visplay.eval.schema import LETTERS, EvalExample
-from visplay.eval.scoring import ScoredRow, choice_from_text, extract_answer
-from visplay.eval.tables import (
-    BenchmarkFormatError,
-    Table,
+from visplay.eval.cells import (
     build_example,
     cell_list,
     cell_text,
@@ -45,8 +41,10 @@ from visplay.eval.tables import (
     option_index,
     optional_text,
     required_images,
-    resolve_columns,
 )
+from visplay.eval.schema import LETTERS, EvalExample
+from visplay.eval.scoring import ScoredRow, choice_from_text, extract_answer
+from visplay.eval.tables import BenchmarkFormatError, Table, resolve_columns
 from visplay.rewards import choice_letter
 
 _LABEL_RE = re.compile(r"(?:^|(?<=\s))\(([a-jA-J])\)")
@@ -182,7 +180,7 @@ class VisNumBench(Benchmark):
 
     def export_fields(self, answer: str, question: str) -> dict[str, Any]:
         """A Vision-SR1 export row: options ``(a) … (b) …`` found in the question and a gold naming one
-        → ``choice``; else inferred from the answer (:func:`~visplay.eval.tables.inferred_fields`)."""
+        → ``choice``; else inferred from the answer (:func:`~visplay.eval.cells.inferred_fields`)."""
         start = _LABEL_RE.search(question)
         options = parse_options(question[start.start() :]) if start else ()
         letter = gold_letter(answer, options) if options else None
