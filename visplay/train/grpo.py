@@ -155,13 +155,13 @@ def _train(job: GRPOJob, engine, ref, processor, started: float, setup_timings: 
         log.info("rank %d resumed %s from step %d", rank, job.role, start)
         if start < job.grpo.steps:
             sync.push(engine, f"{job.version}+{job.role}-step{start}")
-    setup_timings["total"] = time.perf_counter() - started
-    log.info("rank %d %s setup: %s", rank, job.role, _fmt(setup_timings))
+    setup_s = time.perf_counter() - started
+    log.info("rank %d %s setup: %s", rank, job.role, _fmt({**setup_timings, "total": setup_s}))
 
     # --- loop -------------------------------------------------------------------------------------
     for step in range(start, job.grpo.steps):
         # setup: the seconds from the phase's command to this step (its first after a start, else 0)
-        timings: dict[str, float] = {"setup": setup_timings.pop("total", 0.0)}
+        timings: dict[str, float] = {"setup": setup_s if step == start else 0.0}
         failed_before = sync.failed_broadcasts
         for attempt in range(MAX_REPUSHES + 1):
             payload = [_rollout_and_score(job, step, timings, sync.version)] if rank == 0 else [None]
