@@ -6,7 +6,7 @@ Algorithm, for each iteration i = 1..iterations (Q_0 = R_0 = the base model):
   2. generate          Q_i writes k questions per image, R_{i-1} answers each m times; majority = silver
                        label, p = agreement; keep p in [p_low, p_high], dedup                  -> question set
   3. train_reasoner    GRPO on R_{i-1} against the silver labels of that set                    -> R_i
-  4. evaluate          R_i answers the held-out benchmarks greedily (its engine); rule/judge scores
+  4. evaluate          R_i answers the held-out benchmarks greedily (its engines); rule/judge scores
                        (the base model R_0 is evaluated once first, as iteration 0)
 The phases are in visplay/loop.py. The job holds vLLM rollout engines (rollout_engine.per_role per role:
 questioner, reasoner) and one GRPO worker group (Ray Train + DeepSpeed, visplay/train/service.py) from

@@ -12,7 +12,7 @@ the *labeled* held-out split; generator seeds and split names keep their image i
   report           accuracy per iteration (mean ± 95% CI over seeds), gain over bootstrap, per skill,
                    diagnostics (visplay/experiment.py) -> experiment.report_dir/{README.md, accuracy.png,
                    results.json}
-One Ray and two rollout engines serve every run (engines load each run's weights; no restarts). A run
+One Ray and one set of rollout engines (``rollout_engine.per_role`` per role) serve every run (engines load each run's weights; no restarts). A run
 that fails is reported as such and the experiment goes on; a rerun resumes every run from its finished
 phases.
 
@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     engines = None
     n = cfg.rollout_engine.per_role  # rollout engines per role: questioner engines[:n], reasoner engines[n:]
     try:
-        runtime.stop_unless_fits(cfg, evolve_plan(cfg))  # every run holds what the loop job holds
+        for seed in exp.seeds:  # every run holds what the loop job holds; an arm's overrides may add pools
+            for arm in exp.arms:
+                runtime.stop_unless_fits(cfg, evolve_plan(run_config(cfg, seed, arm.name, arm.overrides)))
         trainer = TrainerService(cfg, cfg.run_dir / "ray_train")  # one GRPO worker group for every run
         for seed in exp.seeds:
             boot = run_config(cfg, seed, None)

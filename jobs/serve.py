@@ -29,6 +29,7 @@ import time
 from ray import serve
 
 from visplay import runtime
+from visplay.resource_plan import serve_plan
 from visplay.serve.app import build_app, resolve_model
 
 log = logging.getLogger("visplay.serve")
@@ -37,6 +38,9 @@ log = logging.getLogger("visplay.serve")
 def main(argv: list[str] | None = None) -> int:
     # --- setup -------------------------------------------------------------------------------------
     cfg = runtime.start_job("serve", argv, reads_run=True)
+    runtime.stop_unless_fits(
+        cfg, serve_plan(cfg)
+    )  # replicas the cluster can never place: a message, not a wait
     model = resolve_model(cfg)
     log.info(
         "serving %s (checkpoint id %s, iteration %s)",

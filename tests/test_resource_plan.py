@@ -316,7 +316,12 @@ def test_a_fitting_plan_passes_the_check_on_a_live_ray(ray_local):
     cfg = load_config(TINY)  # peak CPU 4 = the shared local Ray's 4 CPUs (tests/conftest.py)
     runtime.stop_unless_fits(cfg, evolve_plan(cfg))
     wider = load_config(TINY, ["ray.train_workers=4"])  # 4 x 0.5 + 2 engines + task = 5 > 4
+    started = time.perf_counter()
     with pytest.raises(SystemExit, match="phase start, largest Ray Data task: would wait forever for CPU"):
         runtime.stop_unless_fits(wider, evolve_plan(wider))
+    assert time.perf_counter() - started < 5  # a comparison, not a wait for resources that never come
+    missing = load_config(TINY, ["ray.cluster_config=no/such/cluster.yaml"])
+    with pytest.raises(SystemExit, match="ray.cluster_config: no file at .*no/such/cluster.yaml"):
+        runtime.stop_unless_fits(missing, evolve_plan(missing))
     runtime.stop_unless_fits(wider.model_copy(update={"ray": wider.ray.model_copy(update={"fit_check": False})}),
                              evolve_plan(wider))  # fmt: skip

@@ -124,7 +124,7 @@ def train_questioner(
     cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes],
     trainer: TrainerService | None = None,
 ) -> dict:  # fmt: skip
-    """Phase 1: GRPO on the Questioner (its engine) against the frozen Reasoner (its engine)."""
+    """Phase 1: GRPO on the Questioner (its engines) against the frozen Reasoner (its engines)."""
 
     def task() -> QuestionerTask:
         return QuestionerTask(

@@ -89,7 +89,10 @@ def stop_unless_fits(cfg: Config, plan: JobPlan) -> None:
     come). With ``ray.fit_check`` off the comparison is only logged."""
     from visplay.resource_plan import DoesNotFit, check_fit, format_resources
 
-    offer = cluster_offer(cfg)
+    try:
+        offer = cluster_offer(cfg)
+    except ConfigError as err:  # ray.cluster_config names no file
+        raise SystemExit(f"{plan.job}: {err}") from None
     try:
         check_fit(plan, offer)
     except DoesNotFit as err:

@@ -173,7 +173,7 @@ class RolloutEngineStage:
     """The same stage, served by running rollout actors (:class:`visplay.engine.rollout.RolloutActor`).
 
     Used when the job already holds warm engines with exactly the weights to generate from (the embedded
-    default reuses its two rollout engines, since an engine start costs a minute on CPU). The stage itself
+    default reuses its rollout engines, since an engine start costs a minute on CPU). The stage itself
     is light: it forwards each batch to one of ``actors`` and checks that every rollout came from
     ``checkpoint_id``; a mismatch (an actor restarted on other weights, or was pushed new ones) is an
     error, never a silently mislabelled row.
