@@ -27,6 +27,7 @@ from visplay import runtime, tracking
 from visplay.checkpoints import Checkpoint, model_version
 from visplay.eval.run import evaluate, report_metrics
 from visplay.eval.scoring import comparison_table
+from visplay.resource_plan import evaluate_plan
 from visplay.world.embedded import ensure_base_model
 
 
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks", default=None, help="comma-separated subset of the configured ones")
     args, rest = parser.parse_known_args(argv)
     cfg = runtime.start_job("evaluate", rest, reads_run=True)
+    runtime.stop_unless_fits(
+        cfg, evaluate_plan(cfg)
+    )  # a plan the cluster can never hold: a message, not a wait
     only = args.benchmarks.split(",") if args.benchmarks else None
     paths = [str(Path(m).resolve()) for m in args.model] or [ensure_base_model(cfg)[0]]
     for path in paths:

@@ -41,7 +41,7 @@ import ray
 from visplay import runtime, tracking
 from visplay.checkpoints import Checkpoint
 from visplay.engine.rollout import start_rollout_actors
-from visplay.loop import check_phases, run_iterations
+from visplay.loop import check_phases, run_iterations, run_phases
 from visplay.resource_plan import evolve_plan
 from visplay.train.service import TrainerService
 from visplay.train.tasks import QuestionerTask
@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         # Before anything starts: a plan the cluster can never hold stops here, naming the phase, the actor
         # and the missing resource, instead of waiting (visplay/resource_plan.py; `visplay plan`).
         runtime.stop_unless_fits(cfg, evolve_plan(cfg))
-        # The GRPO workers start now (imports, process group) while the driver prepares the model and data.
-        trainer = TrainerService(cfg, cfg.run_dir / "ray_train")
+        # The GRPO workers start now (imports, process group) while the driver prepares the model and data;
+        # not at all when every GRPO phase of the run has finished (a finished run submitted again).
+        grpo_left = any(p.name.startswith("train_") and p.done() is None for p in run_phases(cfg))
+        trainer = TrainerService(cfg, cfg.run_dir / "ray_train") if grpo_left else None
         base_path, base_version = ensure_base_model(cfg)
         ensure_corpus(cfg)
         tracking.setup(cfg)
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # --- loop ----------------------------------------------------------------------------------
         questioner, reasoner = run_iterations(cfg, questioner, reasoner, images, trainer)
-        trainer.close()  # the workers leave; an interrupt or an error skips this and ray.shutdown ends them
+        if trainer is not None:
+            trainer.close()  # the workers leave; an interrupt or an error skips this and ray.shutdown ends them
     except KeyboardInterrupt:  # finished phases keep their markers; the phase in progress resumes on rerun
         print(f"interrupted: finished phases are kept under {cfg.run_dir}; rerun the same command to resume")
         return 130

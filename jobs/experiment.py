@@ -108,9 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     engines = None
     n = cfg.rollout_engine.per_role  # rollout engines per role: questioner engines[:n], reasoner engines[n:]
     try:
-        for seed in exp.seeds:  # every run holds what the loop job holds; an arm's overrides may add pools
-            for arm in exp.arms:
-                runtime.stop_unless_fits(cfg, evolve_plan(run_config(cfg, seed, arm.name, arm.overrides)))
+        # every run holds what the loop job holds; an arm's overrides may add pools
+        plans = [
+            evolve_plan(run_config(cfg, seed, arm.name, arm.overrides))
+            for seed in exp.seeds
+            for arm in exp.arms
+        ]
+        runtime.stop_unless_fits(cfg, *plans)
         trainer = TrainerService(cfg, cfg.run_dir / "ray_train")  # one GRPO worker group for every run
         for seed in exp.seeds:
             boot = run_config(cfg, seed, None)

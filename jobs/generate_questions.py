@@ -29,12 +29,16 @@ import ray
 from visplay import runtime, tracking
 from visplay.checkpoints import Checkpoint
 from visplay.generation.pipeline import run_generation
+from visplay.resource_plan import generate_plan
 from visplay.world.embedded import ensure_base_model, ensure_corpus
 
 
 def main(argv: list[str] | None = None) -> int:
     # --- setup -------------------------------------------------------------------------------------
     cfg = runtime.start_job("generate questions", argv)
+    runtime.stop_unless_fits(
+        cfg, generate_plan(cfg)
+    )  # a plan the cluster can never hold: a message, not a wait
     base_path, base_version = ensure_base_model(cfg)
     ensure_corpus(cfg)
     model = Checkpoint(base_path, base_version)

@@ -24,6 +24,7 @@ import ray
 from visplay import runtime, tracking
 from visplay.checkpoints import model_version
 from visplay.engine.rollout import start_rollout_actors
+from visplay.resource_plan import train_plan
 from visplay.train.tasks import QuestionerTask
 from visplay.train.trainer import train_phase
 from visplay.world.embedded import ensure_base_model, ensure_corpus
@@ -32,6 +33,9 @@ from visplay.world.embedded import ensure_base_model, ensure_corpus
 def main(argv: list[str] | None = None) -> int:
     # --- setup -------------------------------------------------------------------------------------
     cfg = runtime.start_job("train questioner", argv)
+    runtime.stop_unless_fits(
+        cfg, train_plan(cfg, "questioner")
+    )  # a plan the cluster can never hold: a message, not a wait
     base, base_version = ensure_base_model(cfg)
     ensure_corpus(cfg)
     questioner = cfg.models.questioner or base

@@ -22,6 +22,7 @@ import ray
 
 from visplay import runtime, tracking
 from visplay.checkpoints import model_version
+from visplay.resource_plan import train_plan
 from visplay.train.tasks import ReasonerTask
 from visplay.train.trainer import train_phase
 from visplay.world.embedded import ensure_base_model
@@ -30,6 +31,9 @@ from visplay.world.embedded import ensure_base_model
 def main(argv: list[str] | None = None) -> int:
     # --- setup -------------------------------------------------------------------------------------
     cfg = runtime.start_job("train reasoner", argv)
+    runtime.stop_unless_fits(
+        cfg, train_plan(cfg, "reasoner")
+    )  # a plan the cluster can never hold: a message, not a wait
     base, _ = ensure_base_model(cfg)
     reasoner = cfg.models.reasoner or base
     generated = cfg.run_dir / "generate"

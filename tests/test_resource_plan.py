@@ -21,11 +21,14 @@ from visplay.resource_plan import (
     Offer,
     check_fit,
     cluster_yaml_offer,
+    evaluate_plan,
     evolve_plan,
+    generate_plan,
     merge_offers,
     misfits,
     parse_resources,
     serve_plan,
+    train_plan,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,6 +189,31 @@ def test_an_actor_whose_resources_are_on_different_nodes_does_not_fit():
     (miss,) = misfits(plan, Offer({"CPU": 8.0, "GPU": 4.0}, nodes))
     assert (miss.actor, miss.resource) == (ENGINES[0], "CPU+GPU")
     assert misfits(plan, Offer({"CPU": 8.0, "GPU": 4.0})) == []  # nodes unknown: only the totals count
+
+
+def test_the_standalone_jobs_plans_match_the_hand_table():
+    cfg = load_config(TINY, ["generation.reasoner_engine.max_actors=3", "rollout_engine.per_role=2"])
+    task = {"largest Ray Data task": (1, {"CPU": 1.0})}
+    # generate_questions: its own pools at max_actors (questioner 1, reasoner 3; 1 CPU each) + the task.
+    assert actors(generate_plan(cfg)) == {
+        "generate": {"questioner engine pool": (1, {"CPU": 1.0}), "reasoner engine pool": (3, {"CPU": 1.0})}
+        | task
+    }
+    assert generate_plan(cfg).peak == {"CPU": 5}  # 1 + 3 + 1
+    # evaluate: the eval pool (max_actors 1, 1 CPU) + the task.
+    assert actors(evaluate_plan(cfg)) == {"evaluate": {"eval engine pool": (1, {"CPU": 1.0})} | task}
+    workers = {"GRPO train workers": (2, {"CPU": 0.5})}
+    # train_questioner: 2 frozen reasoner engines + workers 2 x 0.5 + 2 questioner engines + the image read.
+    assert actors(train_plan(cfg, "questioner")) == {
+        "train_questioner": {"frozen reasoner engines": (2, {"CPU": 1.0})} | workers
+        | {ENGINES[0]: (2, {"CPU": 1.0})} | task
+    }  # fmt: skip
+    assert train_plan(cfg, "questioner").peak == {"CPU": 6}  # 2 + 1 + 2 + 1
+    # train_reasoner: workers + 2 reasoner engines; its questions are read by the workers (no task).
+    assert actors(train_plan(cfg, "reasoner")) == {
+        "train_reasoner": workers | {ENGINES[1]: (2, {"CPU": 1.0})}
+    }
+    assert train_plan(cfg, "reasoner").peak == {"CPU": 3}
 
 
 def test_pools_count_at_max_actors_and_evaluation_off_drops_its_phase():

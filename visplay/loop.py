@@ -235,10 +235,11 @@ def _serving(cfg: Config, *models: Checkpoint) -> tuple[Checkpoint, ...]:
 
 
 def run_iterations(
-    cfg: Config, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes], trainer: TrainerService
-) -> tuple[Checkpoint, Checkpoint]:
-    """Iterations 1..cfg.iterations under one MLflow parent run, every GRPO phase on ``trainer``'s workers;
-    returns the last Questioner and Reasoner."""
+    cfg: Config, questioner: Checkpoint, reasoner: Checkpoint, images: list[bytes],
+    trainer: TrainerService | None,
+) -> tuple[Checkpoint, Checkpoint]:  # fmt: skip
+    """Iterations 1..cfg.iterations under one MLflow parent run, every GRPO phase on ``trainer``'s workers
+    (None: a GRPO phase left to run starts a group of its own); returns the last Questioner and Reasoner."""
     q_engines, r_engines = questioner.engines, reasoner.engines  # rollout_engine.per_role each
     history = [r for r in report.load_history(cfg.run_dir / "history.json") if r.iteration <= cfg.iterations]
     reports: list[tuple[str, list[dict]]] = []  # (base / iter i, its benchmark reports) per evaluated model

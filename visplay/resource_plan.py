@@ -157,26 +157,64 @@ TASK = Demand("largest Ray Data task", 1, TASK_CPUS)
 on as long as one of them can run)."""
 
 
+def generation_pools(cfg: Config) -> tuple[Demand, ...]:
+    """A generation pass's own engine pools at their ``max_actors`` (visplay.generation.pipeline)."""
+    gen = cfg.generation
+    return (
+        engine_demand("questioner engine pool", gen.questioner_engine, gen.questioner_engine.max_actors),
+        engine_demand("reasoner engine pool", gen.reasoner_engine, gen.reasoner_engine.max_actors),
+    )
+
+
+def eval_pool(cfg: Config) -> Demand:
+    """An evaluation's own ``eval.engine`` pool at its ``max_actors`` (visplay.eval.run)."""
+    return engine_demand("eval engine pool", cfg.eval.engine, cfg.eval.engine.max_actors)
+
+
+IMAGE_CLAIMS = Demand("image claims", 1, 0.0)
+"""The generation pass's image-claims actor (duplicate images; no resources)."""
+
+
 def evolve_plan(cfg: Config) -> JobPlan:
     """The plan of jobs/evolve.py (and of each run of jobs/experiment.py) for ``cfg``."""
     held = held_demands(cfg)
-    gen = cfg.generation
-    pools = () if gen.reuse_rollout_engines else (
-        engine_demand("questioner engine pool", gen.questioner_engine, gen.questioner_engine.max_actors),
-        engine_demand("reasoner engine pool", gen.reasoner_engine, gen.reasoner_engine.max_actors),
-    )  # fmt: skip
-    evaluate = () if gen.reuse_rollout_engines else (
-        engine_demand("eval engine pool", cfg.eval.engine, cfg.eval.engine.max_actors),
-    )  # fmt: skip
+    reuse = cfg.generation.reuse_rollout_engines
+    pools = () if reuse else generation_pools(cfg)
+    evaluate = () if reuse else (eval_pool(cfg),)
     phases = [PhasePlan("start", (*held, TASK))]
     if cfg.eval.during_evolve:
         phases.append(PhasePlan("evaluate", (*held, *evaluate, TASK)))
     phases += [
         PhasePlan("train_questioner", held),
-        PhasePlan("generate", (*held, *pools, Demand("image claims", 1, 0.0), TASK)),
+        PhasePlan("generate", (*held, *pools, IMAGE_CLAIMS, TASK)),
         PhasePlan("train_reasoner", held),
     ]
     return JobPlan("evolve", tuple(phases))
+
+
+def generate_plan(cfg: Config) -> JobPlan:
+    """The plan of jobs/generate_questions.py: both engine pools at their ``max_actors``."""
+    return JobPlan(
+        "generate questions", (PhasePlan("generate", (*generation_pools(cfg), IMAGE_CLAIMS, TASK)),)
+    )
+
+
+def evaluate_plan(cfg: Config) -> JobPlan:
+    """The plan of jobs/evaluate.py: the ``eval.engine`` pool at its ``max_actors``."""
+    return JobPlan("evaluate", (PhasePlan("evaluate", (eval_pool(cfg), TASK)),))
+
+
+def train_plan(cfg: Config, role: str) -> JobPlan:
+    """The plan of jobs/train_questioner.py / train_reasoner.py: the Questioner's frozen Reasoner engines
+    (questioner only), the GRPO workers and the role's rollout engines; the Questioner's images are read
+    with Ray Data first."""
+    workers, controller, queue, questioner_engines, reasoner_engines = held_demands(cfg)
+    if role == "questioner":
+        frozen = engine_demand("frozen reasoner engines", cfg.rollout_engine, cfg.rollout_engine.per_role)
+        demands = (frozen, workers, controller, queue, questioner_engines, TASK)
+    else:
+        demands = (workers, controller, queue, reasoner_engines)
+    return JobPlan(f"train {role}", (PhasePlan(f"train_{role}", demands),))
 
 
 def serve_plan(cfg: Config) -> JobPlan:

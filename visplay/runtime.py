@@ -83,24 +83,28 @@ def cluster_offer(cfg: Config) -> Offer:
     return merge_offers(now, largest)
 
 
-def stop_unless_fits(cfg: Config, plan: JobPlan) -> None:
+def stop_unless_fits(cfg: Config, *plans: JobPlan) -> None:
     """Before a job starts anything: raise SystemExit with a message naming the phase, the actor and the
-    missing resource when ``plan`` can never fit the cluster (instead of waiting for resources that never
-    come). With ``ray.fit_check`` off the comparison is only logged."""
+    missing resource when one of ``plans`` can never fit the cluster (instead of waiting for resources that
+    never come). The cluster's offer is read once for all of them. With ``ray.fit_check`` off a misfit is
+    only logged."""
     from visplay.resource_plan import DoesNotFit, check_fit, format_resources
 
     try:
         offer = cluster_offer(cfg)
     except ConfigError as err:  # ray.cluster_config names no file
-        raise SystemExit(f"{plan.job}: {err}") from None
-    try:
-        check_fit(plan, offer)
-    except DoesNotFit as err:
-        if cfg.ray.fit_check:
-            raise SystemExit(f"{plan.job}: {err}") from None
-        log.warning("%s\n(ray.fit_check is false: starting anyway)", err)
-        return
-    log.info("%s: the resource plan fits %s (peak %s)", plan.job, offer.source, format_resources(plan.peak))
+        raise SystemExit(f"{plans[0].job}: {err}") from None
+    for plan in plans:
+        try:
+            check_fit(plan, offer)
+        except DoesNotFit as err:
+            if cfg.ray.fit_check:
+                raise SystemExit(f"{plan.job}: {err}") from None
+            log.warning("%s\n(ray.fit_check is false: starting anyway)", err)
+            continue
+        log.info(
+            "%s: the resource plan fits %s (peak %s)", plan.job, offer.source, format_resources(plan.peak)
+        )
 
 
 def job_config_path(cfg: Config, description: str, reads_run: bool) -> Path:

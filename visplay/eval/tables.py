@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class Table:
         columns: every column name, in file order (JSONL: first-seen order over all lines).
         files: the files read, in order.
         image_dirs: further folders a relative image path is looked up in, after ``base_dir``.
+        queries: prompts keyed by row id that a benchmark ships beside its rows (MathVista's
+            ``query.json``); empty for the others.
     """
 
     path: Path
@@ -54,6 +56,7 @@ class Table:
     columns: tuple[str, ...]
     files: tuple[Path, ...]
     image_dirs: tuple[Path, ...] = ()
+    queries: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(row_number, row)`` pairs in file order; a column missing from a JSON object reads as None."""
@@ -116,14 +119,30 @@ def open_files(
     return Table(path, base_dir, tuple(columns), files, image_dirs)
 
 
+def json_or_folder(path: Path, json_name: str) -> Path:
+    """``path``, or ``path / json_name`` when ``path`` is a folder holding that json and no parquet file
+    (a release's json given by its folder)."""
+    if path.is_dir() and (path / json_name).is_file() and not any(path.glob("*.parquet")):
+        return path / json_name
+    return path
+
+
+def check_split(path: Path, split: str | None, splits: tuple[str, ...]) -> None:
+    """Raise ``BenchmarkFormatError`` when an explicit ``split`` is not one of the benchmark's ``splits``."""
+    if split is not None and split not in splits:
+        raise BenchmarkFormatError(f"{path}: the benchmark has splits {list(splits)}, not {split!r}")
+
+
 def split_files(path: Path, split: str | None, default: str, splits: tuple[str, ...]) -> tuple[Path, ...]:
     """The parquet files of one split (``split``, else ``default``) at ``path``: a file (checked against an
     explicit ``split`` when its name starts with one of ``splits``), a folder of ``<split>-*.parquet``
     files, or a folder of such folders (sorted by path). Hidden (``.``/``_``) entries are skipped.
 
     Raises:
-        BenchmarkFormatError: no such path, or no file of the split (the message lists the files found).
+        BenchmarkFormatError: ``split`` is not one of ``splits``, no such path, or no file of the split
+            (the message lists the files found).
     """
+    check_split(path, split, splits)
     if not path.exists():
         raise BenchmarkFormatError(f"{path}: no such file or folder")
     if path.is_file():

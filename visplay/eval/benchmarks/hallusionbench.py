@@ -39,7 +39,14 @@ from visplay.eval.benchmarks.base import Benchmark, Columns
 from visplay.eval.cells import build_example, cell_images, cell_text, optional_text
 from visplay.eval.schema import EvalExample
 from visplay.eval.scoring import ScoredRow, extract_answer, yes_no_from_text
-from visplay.eval.tables import BenchmarkFormatError, Table, open_files, open_table, resolve_columns
+from visplay.eval.tables import (
+    BenchmarkFormatError,
+    Table,
+    json_or_folder,
+    open_files,
+    open_table,
+    resolve_columns,
+)
 from visplay.rewards import yes_no
 
 HALLUSION_KEYS = ("category", "subcategory", "set_id", "figure_id", "question_id")
@@ -76,8 +83,7 @@ class HallusionBench(Benchmark):
         """The json (with its image folders to search) or the parquet file / ``data/`` folder."""
         if split is not None:
             return super().open(path, split)  # refuses it
-        if path.is_dir() and (path / JSON_NAME).is_file() and not any(path.glob("*.parquet")):
-            path = path / JSON_NAME
+        path = json_or_folder(path, JSON_NAME)
         if path.suffix != ".json" or not path.is_file():
             return open_table(path)
         folder = path.parent

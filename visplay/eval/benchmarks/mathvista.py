@@ -43,7 +43,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from visplay.eval.tables import (
     KEY_COLUMN,
     BenchmarkFormatError,
     Table,
+    check_split,
     open_files,
     open_table,
     resolve_columns,
@@ -76,13 +77,6 @@ _FRACTION_RE = re.compile(r"^(-?)\\[dt]?frac\{\s*(-?\d+(?:\.\d+)?)\s*\}\{\s*(-?\
 _SLASH_RE = re.compile(r"^(-?\d+(?:\.\d+)?)\s*/\s*(-?\d+(?:\.\d+)?)$")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")
-
-
-@dataclass(frozen=True)
-class _QueryTable(Table):
-    """A GitHub ``testmini.json`` with the prompts of the ``query.json`` beside it (pid → prompt)."""
-
-    queries: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -199,13 +193,13 @@ class MathVista(Benchmark):
     )
 
     def open(self, path: Path, split: str | None) -> Table:
-        if split is not None and split not in SPLITS:
-            raise BenchmarkFormatError(f"{path}: MathVista has splits {list(SPLITS)}, not {split!r}")
         if path.is_dir() and any(p.name.startswith(("testmini-", "test-")) for p in path.iterdir()):
             table = open_files(path, split_files(path, split, "testmini", SPLITS), path)
         else:
             if path.is_file():
                 split_files(path, split, "testmini", SPLITS)  # an explicit split must match the file name
+            else:
+                check_split(path, split, SPLITS)
             table = open_table(path)
         queries_file = table.base_dir / "query.json"
         if path.suffix != ".json" or "query" in table.columns or not queries_file.is_file():
@@ -216,8 +210,7 @@ class MathVista(Benchmark):
             raise BenchmarkFormatError(f"{queries_file}: not valid JSON ({err})") from err
         if not isinstance(queries, dict):
             raise BenchmarkFormatError(f"{queries_file}: expected an object of prompts keyed by pid")
-        base = {f.name: getattr(table, f.name) for f in fields(Table)}
-        return _QueryTable(**base, queries={str(k): str(v) for k, v in queries.items()})
+        return replace(table, queries={str(k): str(v) for k, v in queries.items()})
 
     def columns(self, table: Table) -> Columns:
         return resolve_columns(
@@ -278,7 +271,7 @@ class MathVista(Benchmark):
             else str(skills),
         )
         query = optional_text(table, number, row, cols["query"])
-        query = query or getattr(table, "queries", {}).get(pid, "")
+        query = query or table.queries.get(pid, "")
         if not query:
             question = cell_text(table, number, row, cols["question"])
             query = _composed_query(question, choices, answer_type, precision, unit)

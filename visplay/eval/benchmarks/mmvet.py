@@ -32,7 +32,7 @@ from visplay.eval.benchmarks.base import Benchmark, Columns
 from visplay.eval.cells import build_example, cell_list, cell_text, optional_text, required_images
 from visplay.eval.schema import CATEGORY_SEPARATOR, EvalExample
 from visplay.eval.scoring import contains_phrase, extract_answer
-from visplay.eval.tables import KEY_COLUMN, Table, open_files, open_table, resolve_columns
+from visplay.eval.tables import KEY_COLUMN, Table, json_or_folder, open_files, open_table, resolve_columns
 from visplay.rewards import normalize_text
 
 JSON_NAME = "mm-vet.json"
@@ -74,8 +74,7 @@ class MMVet(Benchmark):
         """``mm-vet.json`` (or its folder) with ``images/`` searched; else the parquet file or folder."""
         if split is not None:
             return super().open(path, split)  # refuses it
-        if path.is_dir() and (path / JSON_NAME).is_file() and not any(path.glob("*.parquet")):
-            path = path / JSON_NAME
+        path = json_or_folder(path, JSON_NAME)
         if path.suffix == ".json" and path.is_file():
             return open_files(path, (path,), path.parent, (path.parent / IMAGE_FOLDER,))
         table = open_table(path)
