@@ -10,16 +10,21 @@ from, and it is the only place labels are used. Then, optionally, the model answ
 (``--evaluate``) so its starting accuracy is known.
 
 The loop and experiment jobs run this step themselves when ``models.base`` is missing; this job runs it
-alone (e.g. to inspect the model or to share one bootstrap between runs).
+alone (e.g. to inspect the model or to share one bootstrap between runs). ``--ship DIR`` also evaluates
+the model and copies it to DIR with a manifest (visplay/world/shipped_base.py): that is how the base the
+embedded default starts from, ``models/tiny-base``, is built.
 
 Launch:
   python jobs/bootstrap.py --config configs/tiny-cpu.yaml models.base=runs/boot/model [--evaluate]
+  python jobs/bootstrap.py --config configs/tiny-cpu.yaml models.base=runs/boot/model --ship models/tiny-base
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
 import ray
 
@@ -27,25 +32,46 @@ from visplay import runtime, tracking
 from visplay.checkpoints import Checkpoint
 from visplay.eval.run import evaluate, report_metrics
 from visplay.world.embedded import ensure_base_model
+from visplay.world.shipped_base import ship
 
 
 def main(argv: list[str] | None = None) -> int:
     # --- setup -------------------------------------------------------------------------------------
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--evaluate", action="store_true", help="score the model on the held-out split")
+    parser.add_argument(
+        "--ship", type=Path, default=None, help="evaluate, then copy the model here with a manifest"
+    )
     args, rest = parser.parse_known_args(argv)
     cfg = runtime.start_job("bootstrap", rest)
+    if args.ship is not None and (Path(cfg.models.base) / "config.json").is_file():
+        raise SystemExit(
+            f"--ship: models.base {cfg.models.base} already holds a checkpoint; name a new folder"
+        )
     try:
         # --- the warm-up (skipped when models.base already holds a checkpoint) ----------------------
+        t0 = time.perf_counter()
         path, version = ensure_base_model(cfg)
-        print(f"bootstrap model {path} ({version[:12]})", flush=True)
-        if args.evaluate:
+        wall_s = time.perf_counter() - t0
+        print(f"bootstrap model {path} ({version[:12]}) in {wall_s:.0f}s", flush=True)
+        if args.evaluate or args.ship is not None:
             tracking.setup(cfg)
             with tracking.run(f"{cfg.name}-bootstrap-eval", tags={"job": "bootstrap"}):
                 reports = evaluate(
                     cfg, Checkpoint(path, version), cfg.run_dir / "bootstrap_eval"
                 )  # prints its table
                 tracking.log_metrics(report_metrics(reports))
+        if args.ship is not None:
+            command = ["python", "jobs/bootstrap.py", *(argv if argv is not None else sys.argv[1:])]
+            manifest = ship(
+                Path(path),
+                args.ship,
+                command=command,
+                cfg=cfg,
+                wall_s=wall_s,
+                heldout=report_metrics(reports),
+            )
+            print(f"shipped {args.ship} (manifest {manifest})")
     except KeyboardInterrupt:
         print("interrupted: rerun the same command (an unfinished warm-up starts again)")
         return 130

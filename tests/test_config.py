@@ -127,7 +127,7 @@ def test_local_paths_become_absolute_for_workers_in_other_directories(tmp_path):
     )
     out = with_absolute_paths(cfg, base=tmp_path)
     assert out.out_dir == str(tmp_path / "runs")
-    assert out.models.base == str(tmp_path / "runs" / "tiny-model")
+    assert out.models.base == str(tmp_path / "models" / "tiny-base")  # the shipped base, relative in the yaml
     assert out.models.questioner is None  # unset stays unset
     assert out.serve.checkpoint == str(tmp_path / "ckpt" / "final")
     assert out.corpus.path == "s3://bucket/images"  # URIs are left alone

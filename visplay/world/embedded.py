@@ -14,6 +14,7 @@ from visplay.checkpoints import model_version
 from visplay.config import Config
 from visplay.world.bootstrap import warm_up
 from visplay.world.corpus import GROUND_TRUTH_FILENAME, make_corpus
+from visplay.world.shipped_base import BASE_MANIFEST, verify
 from visplay.world.tiny_model import build_tiny_model
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 def ensure_base_model(cfg: Config) -> tuple[str, str]:
     """(checkpoint path, model version) of the base model, building the tiny one if allowed and missing."""
     path = Path(cfg.models.base)
+    if (path / BASE_MANIFEST).is_file() and (problems := verify(path)):  # the shipped base, changed
+        raise ValueError(
+            f"models.base {path}: the files differ from its {BASE_MANIFEST}: {'; '.join(problems)}"
+        )
     if (path / "config.json").is_file():
         return str(path), model_version(path)
     if not cfg.models.build_tiny_if_missing:
