@@ -4,6 +4,9 @@ Prints:
   * update step: tokens/s of one GRPO optimizer step (policy forward with images + backward + DeepSpeed
     AdamW step + the reference model's forward for the KL term), over prompt+completion tokens and over
     completion tokens, median of --steps steps after one warm-up step; peak memory;
+  * with --peer trl: TRL's GRPOTrainer on the same work in a subprocess (bench/grpo_trl.py: same model,
+    dtype, prompts, images and completions, KL term, optimizer; generation excluded), both tokens/s and
+    their ratio;
   * weight sync (--sync): seconds to push the trained weights into a running vLLM rollout actor through
     the object store (``file``), by collective broadcast from this process (``broadcast``, gloo on CPU, NCCL
     with --device cuda), and reloading that engine from an HF checkpoint directory; ratios to the reload.
@@ -11,14 +14,18 @@ Prints:
 Usage:
   python bench/grpo_step.py [--model DIR] [--batch 8] [--completion 64] [--steps 5] [--sync]
   python bench/grpo_step.py --size 3b --device cuda     # GPU: random-weight Qwen2.5-VL-3B-size model, bf16
+  python bench/grpo_step.py --peer trl                  # needs: uv sync --locked --extra cpu --extra dev --extra bench
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +35,9 @@ from PIL import Image
 
 from visplay import prompts
 from visplay.config import GRPOConfig
+from visplay.engine.broadcast import free_port
 from visplay.rl import agg_loss, kl_penalty, policy_loss
-from visplay.train.grpo import deepspeed_config
+from visplay.train.grpo import deepspeed_config, plain_gloo_on_cpu
 from visplay.train.policy import Sample, collate, completion_logprobs, load_policy
 
 QWEN25_VL_3B_TEXT = dict(
@@ -93,17 +101,30 @@ def make_samples(processor, batch: int, completion: int) -> list[Sample]:
     return samples
 
 
-def update_steps(model_dir: str, args) -> None:
+def make_batch(processor, batch: int, completion: int):
+    """:func:`make_samples` collated into one ModelBatch, as the trainer collates (ours and TRL's input)."""
+    tok = processor.tokenizer
+    return collate(
+        make_samples(processor, batch, completion),
+        processor.image_processor,
+        tok.convert_tokens_to_ids("<|image_pad|>"),
+        tok.pad_token_id or 0,
+    )
+
+
+def update_steps(model_dir: str, args) -> float:
+    """Prints our update step's figures; returns its tokens/s (prompt + completion)."""
     import deepspeed
 
     for key, value in {
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": "29533",
+        "MASTER_PORT": str(free_port()),
         "RANK": "0",
         "LOCAL_RANK": "0",
         "WORLD_SIZE": "1",
     }.items():
         os.environ.setdefault(key, value)
+    plain_gloo_on_cpu()
     deepspeed.init_distributed(dist_backend="nccl" if args.device == "cuda" else "gloo")
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model, processor = load_policy(model_dir, dtype=dtype)
@@ -115,13 +136,7 @@ def update_steps(model_dir: str, args) -> None:
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=deepspeed_config(grpo)
     )
-    tok = processor.tokenizer
-    batch = collate(
-        make_samples(processor, args.batch, args.completion),
-        processor.image_processor,
-        tok.convert_tokens_to_ids("<|image_pad|>"),
-        tok.pad_token_id or 0,
-    )
+    batch = make_batch(processor, args.batch, args.completion)
     for name in (
         "input_ids",
         "attention_mask",
@@ -162,6 +177,24 @@ def update_steps(model_dir: str, args) -> None:
         import resource
 
         print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    return total_tokens / step
+
+
+def trl_peer(model_dir: str, args, ours_tokens_s: float) -> None:
+    """TRL's GRPOTrainer on the same work, in a clean subprocess (bench/grpo_trl.py); both figures."""
+    cmd = [sys.executable, str(Path(__file__).with_name("grpo_trl.py")), "--model", model_dir,
+           "--batch", str(args.batch), "--completion", str(args.completion), "--steps", str(args.steps),
+           "--device", args.device]  # fmt: skip
+    rendezvous = {"MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE"}  # our group's, not TRL's
+    env = {k: v for k, v in os.environ.items() if k not in rendezvous}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("TRL_RESULT ")]
+    if out.returncode or not lines:
+        raise SystemExit(f"the TRL peer failed (rc {out.returncode}):\n{out.stderr[-4000:]}")
+    trl = json.loads(lines[-1].removeprefix("TRL_RESULT "))
+    print(f"TRL {trl['trl']} GRPOTrainer, same work: median {trl['step_s']:.3f}s -> "
+          f"{trl['tokens_per_s']:,.0f} tokens/s ({trl['completion_tokens_per_s']:,.0f} completion tokens/s)")  # fmt: skip
+    print(f"update tokens/s, ours / TRL: {ours_tokens_s / trl['tokens_per_s']:.2f}x")
 
 
 def sync_costs(model_dir: str, device: str) -> None:
@@ -211,6 +244,9 @@ def main() -> None:
     parser.add_argument("--completion", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--sync", action="store_true", help="also time weight sync into a vLLM rollout actor")
+    parser.add_argument(
+        "--peer", choices=["trl"], default=None, help="also run TRL's GRPOTrainer on the same work"
+    )
     args = parser.parse_args()
     if args.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -221,7 +257,9 @@ def main() -> None:
         args.model = str(build_tiny_model(work / "tiny"))
         if args.size == "3b":
             args.model = str(random_3b(work / "3b", Path(args.model)))
-    update_steps(args.model, args)
+    ours = update_steps(args.model, args)
+    if args.peer == "trl":
+        trl_peer(args.model, args, ours)
     if args.sync:
         sync_costs(args.model, args.device)
 

@@ -78,15 +78,9 @@ def prepare_worker(warm_config: dict):
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator (gloo, torch AdamW)
     import deepspeed
-    import deepspeed.ops
     import torch.distributed as dist
 
-    if not torch.cuda.is_available():
-        # DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce kernel in deepspeed.initialize,
-        # and its build is not reused across processes here (45-80 s per phase on 2 cores, docs/stack.md).
-        # DeepSpeed keeps its op-compatibility table in this module-level dict; marking the op unavailable
-        # makes it use plain gloo collectives, which is all a CPU test run needs.
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    plain_gloo_on_cpu()
     from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: F401 - the model code's import, once
 
     toy = torch.nn.Linear(8, 8)
@@ -316,6 +310,21 @@ def _rollout_and_score(job: GRPOJob, step: int, timings: dict[str, float], expec
         **score.components,
     }
     return samples, metrics, timings
+
+
+def plain_gloo_on_cpu() -> None:
+    """On a machine without CUDA, keep DeepSpeed from building its shared-memory allreduce kernel.
+
+    DeepSpeed's CPU accelerator JIT-compiles that kernel in ``init_distributed``/``initialize``, and its build
+    is not reused across processes here (45-80 s per phase on 2 cores, docs/stack.md; a build killed midway
+    leaves a lock every later build waits on for ever). DeepSpeed keeps its op-compatibility table in a
+    module-level dict; marking the op unavailable makes it use plain gloo collectives, all a CPU run needs.
+    """
+    if torch.cuda.is_available():
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def deepspeed_config(grpo: GRPOConfig) -> dict:

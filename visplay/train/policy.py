@@ -103,8 +103,12 @@ def completion_logprobs(model, batch: ModelBatch) -> tuple[torch.Tensor, torch.T
     """Per-token log-probs [B, C] of the completion tokens under `model`, and their entropies [B, C].
 
     Logits at position t predict token t+1, so completion token j of sample i (at position
-    completion_start[i] + j) is scored by the logits at completion_start[i] + j - 1.
+    completion_start[i] + j) is scored by the logits at completion_start[i] + j - 1. Only the positions
+    from the earliest of those on go through the output layer (``logits_to_keep``): the prompt's logits,
+    [B, P, V] with a 152k vocabulary, are never built.
     """
+    width = batch.input_ids.shape[1]
+    first = int(batch.completion_start.min()) - 1  # the earliest position whose logits score a token
     out = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -112,10 +116,12 @@ def completion_logprobs(model, batch: ModelBatch) -> tuple[torch.Tensor, torch.T
         pixel_values=batch.pixel_values,
         image_grid_thw=batch.image_grid_thw,
         use_cache=False,
+        logits_to_keep=width - first,
     )
-    logits = out.logits  # [B, T, V]
-    c_width = batch.completion_ids.shape[1]
-    offsets = torch.arange(c_width)
-    positions = (batch.completion_start[:, None] - 1 + offsets[None, :]).clamp(max=logits.shape[1] - 1)
-    picked = torch.gather(logits, 1, positions[:, :, None].expand(-1, -1, logits.shape[-1]))  # [B, C, V]
-    return token_logprobs(picked.float(), batch.completion_ids), entropy_from_logits(picked.float().detach())
+    logits = out.logits  # [B, width - first, V]: positions first .. width - 1
+    offsets = torch.arange(batch.completion_ids.shape[1], device=logits.device)
+    start = batch.completion_start.to(logits.device)
+    positions = (start[:, None] - 1 - first + offsets[None, :]).clamp(max=logits.shape[1] - 1)
+    index = positions[:, :, None].expand(-1, -1, logits.shape[-1])
+    picked = torch.gather(logits, 1, index).float()  # [B, C, V]
+    return token_logprobs(picked, batch.completion_ids), entropy_from_logits(picked.detach())
