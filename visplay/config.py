@@ -385,32 +385,45 @@ class RayConfig(_Section):
 
 
 class ServeConfig(_Section):
-    """The Reasoner behind an OpenAI-compatible ``/v1/chat/completions`` (Ray Serve, ``jobs/serve.py``)."""
+    """The Reasoner behind an OpenAI-compatible API (Ray Serve LLM, ``jobs/serve.py``)."""
 
     checkpoint: str | None = None
     """HF checkpoint to serve; None: the Reasoner of the last finished iteration of this run, else the base."""
     model_name: str = "visplay-reasoner"
-    """The ``model`` name clients send and responses carry."""
+    """The ``model`` id clients send and responses carry (never the checkpoint's path)."""
     host: str = "127.0.0.1"
-    """Address the HTTP proxy binds (0.0.0.0 to serve beyond this machine)."""
+    """Address the HTTP proxy binds (0.0.0.0 to serve beyond this machine: set ``api_key_env`` too)."""
     port: int = Field(8000, ge=1, le=65535)
     """HTTP port."""
+    api_key_env: str | None = None
+    """Name of an environment variable of the launching process holding the API key; requests must then
+    send ``Authorization: Bearer <key>`` (401 otherwise). None: no key (a warning when ``host`` is not
+    loopback). Only the key's SHA-256 reaches the replicas."""
     engine: EngineConfig = EngineConfig()
-    """The engine of each replica (``num_cpus``/``num_gpus`` are the replica's resources)."""
+    """The engine of each replica (``num_cpus``/``num_gpus``/``resources`` are the replica's bundle). The Ray
+    Data fields (``batch_size``, ``min_actors``/``max_actors``, ``max_restarts``) and ``in_process`` do not
+    apply: Ray Serve LLM runs vLLM's engine core in a child process of each replica (its executor: processes
+    on CPU, Ray workers on GPU) and replaces a failed replica itself."""
     min_replicas: int = Field(1, ge=1)
-    """Autoscaling lower bound."""
+    """Autoscaling lower bound (engine replicas and ingress replicas)."""
     max_replicas: int = Field(1, ge=1)
     """Autoscaling upper bound."""
     target_ongoing_requests: float = Field(8.0, gt=0)
-    """Requests in flight per replica the autoscaler aims for."""
-    max_batch_size: int = Field(8, ge=1)
-    """Requests a replica sends to its engine in one call (Serve batching)."""
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
-    """How long a replica waits to fill a batch."""
+    """Requests in flight per engine replica the autoscaler aims for."""
+    max_ongoing_requests: int = Field(64, ge=1)
+    """Requests one engine replica works on at once (vLLM batches them continuously)."""
+    max_queued_requests: int = Field(64, ge=0)
+    """Requests waiting for an engine replica beyond those in flight; more get 503 with ``Retry-After``."""
+    request_timeout_s: float = Field(300.0, gt=0)
+    """Seconds a request may wait for its (first) response before it gets 504."""
+    retry_after_s: int = Field(5, ge=1)
+    """``Retry-After`` of a 503 (queue full, engine being replaced)."""
+    max_body_bytes: int = Field(24 << 20, ge=1024)
+    """Largest request body (counted while it is read; larger: 413)."""
     max_image_bytes: int = Field(8 << 20, ge=1)
-    """Largest decoded image accepted (larger: HTTP 413)."""
+    """Largest decoded image accepted (larger: 413)."""
     max_image_pixels: int = Field(4_000_000, ge=1)
-    """Largest image (width x height) accepted (larger: HTTP 413)."""
+    """Largest image (width x height) accepted (larger: 413)."""
     max_tokens: int = Field(256, ge=1)
     """Upper bound and default of a request's ``max_tokens``."""
     max_n: int = Field(8, ge=1)

@@ -22,8 +22,9 @@ What each phase of jobs/evolve.py starts (read from the job and the planes; keep
 
 A phase that runs Ray Data also needs room for one task beside its actors: Ray's default of 1 CPU (the
 decode, the final groupbys and sort) is the largest any of its tasks asks. MLflow runs in the driver. The
-Serve job (jobs/serve.py): ``serve.max_replicas`` replicas with ``serve.engine``'s resources; Serve's
-controller and HTTP proxy take none.
+Serve job (jobs/serve.py): ``serve.max_replicas`` engine replicas, each one placement bundle of
+``serve.engine``'s resources (visplay.serve.app); Serve's controller, HTTP proxy and the ingress
+replicas take none.
 
 The fit rule. A cluster offers resources in all (``ray.cluster_resources()``; with ``ray.cluster_config``,
 the larger of that and the launcher YAML at its largest: the head plus each worker type up to its
@@ -220,9 +221,10 @@ def train_plan(cfg: Config, role: str) -> JobPlan:
 def serve_plan(cfg: Config) -> JobPlan:
     """The plan of jobs/serve.py: the replicas at ``serve.max_replicas``."""
     replicas = engine_demand("Serve replicas (Reasoner engine)", cfg.serve.engine, cfg.serve.max_replicas)
+    ingress = Demand("Serve ingress (request checks)", cfg.serve.max_replicas, 0.0)
     return JobPlan(
         "serve",
-        (PhasePlan("serve", (Demand("Serve controller", 1, 0.0), Demand("Serve HTTP proxy", 1, 0.0), replicas)),),
+        (PhasePlan("serve", (Demand("Serve controller", 1, 0.0), Demand("Serve HTTP proxy", 1, 0.0), ingress, replicas)),),
     )  # fmt: skip
 
 

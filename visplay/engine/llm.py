@@ -41,8 +41,6 @@ def build_llm(
     kwargs = {}
     if cfg.in_process:  # the in-process executor: no engine-core or worker child processes
         kwargs["distributed_executor_backend"] = "uni"
-    if cfg.kv_cache_memory_bytes is not None:
-        kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
     if worker_extension_cls is not None:
         kwargs["worker_extension_cls"] = worker_extension_cls
     # vLLM reads this while the engine is built: "0" runs the engine core in this process.
@@ -61,8 +59,13 @@ def build_llm(
 def _llm(checkpoint: Path, cfg: EngineConfig, seed: int, kwargs: dict) -> LLM:
     from vllm import LLM
 
-    return LLM(
-        model=str(checkpoint),
+    return LLM(model=str(checkpoint), **engine_kwargs(cfg, seed), **kwargs)
+
+
+def engine_kwargs(cfg: EngineConfig, seed: int) -> dict[str, Any]:
+    """vLLM engine arguments from ``cfg``: what our own engines and the Serve replicas
+    (:mod:`visplay.serve.app`, Ray Serve LLM's ``engine_kwargs``) both get."""
+    kwargs: dict[str, Any] = dict(
         tensor_parallel_size=cfg.tensor_parallel_size,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
         max_model_len=cfg.max_model_len,
@@ -72,8 +75,10 @@ def _llm(checkpoint: Path, cfg: EngineConfig, seed: int, kwargs: dict) -> LLM:
         enable_chunked_prefill=cfg.chunked_prefill,
         limit_mm_per_prompt={"image": cfg.max_images_per_prompt, "video": 0},
         seed=seed,
-        **kwargs,
     )
+    if cfg.kv_cache_memory_bytes is not None:
+        kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
+    return kwargs
 
 
 def decode_image(data: bytes) -> Image.Image:

@@ -1,1 +1,1 @@
-"""Serving the evolved Reasoner: OpenAI wire format (openai_api) and the Ray Serve app (app)."""
+"""Serving the evolved Reasoner: what a request may contain (chat_request) and the Ray Serve LLM app (app)."""
