@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any
 from visplay.checkpoints import model_version
 from visplay.prompts import IM_END, questioner_prompt, reasoner_prompt
 from visplay.world.corpus import GROUND_TRUTH_FILENAME, read_ground_truth
-from visplay.world.tiny_model import _no_progress_bars
 
 if TYPE_CHECKING:
     import torch
@@ -276,6 +275,8 @@ def warm_up(
     """
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from visplay.world.tiny_model import _no_progress_bars  # here: the helpers above need only torch + transformers
 
     if steps < 1 or batch_size < 1 or lr <= 0 or not 0.0 <= questioner_share <= 1.0:
         raise ValueError("need steps >= 1, batch_size >= 1, lr > 0 and 0 <= questioner_share <= 1")
