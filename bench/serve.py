@@ -25,7 +25,6 @@ import argparse
 import base64
 import io
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import ray
 from PIL import Image
 
 from visplay.config import SamplingConfig, load_config
+from visplay.engine.broadcast import free_port
 from visplay.prompts import reasoner_messages, reasoner_user_text, render_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,9 +140,7 @@ def vllm_server_load(cfg, args: argparse.Namespace, concurrency: list[int]) -> d
     """The same load against vLLM's own OpenAI server (``vllm serve``, same engine settings), the peer
     without Ray: a fresh process, started after the app is shut down."""
     engine = cfg.serve.engine
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL),
         "--served-model-name", "visplay-reasoner", "--port", str(port), "--host", "127.0.0.1",
@@ -204,9 +202,7 @@ def main() -> None:
 
     from visplay.serve.app import build_app, resolve_model
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(CONFIG, [f"out_dir={tmp}", f"serve.checkpoint={MODEL}", f"serve.port={port}"])
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)

@@ -64,15 +64,23 @@ def main(argv: list[str] | None = None) -> int:
         runtime.stop_unless_fits(cfg, evolve_plan(cfg))
         # The GRPO workers start now (imports, process group) while the driver prepares the model and data;
         # not at all when every GRPO phase of the run has finished (a finished run submitted again).
-        grpo_left = any(p.name.startswith("train_") and p.done() is None for p in run_phases(cfg))
+        left = [p for p in run_phases(cfg) if p.done() is None]
+        if not left:
+            print(f"every phase of {cfg.run_dir} has finished: no engines or trainers start", flush=True)
+        grpo_left = any(p.name.startswith("train_") for p in left)
         trainer = TrainerService(cfg, cfg.run_dir / "ray_train") if grpo_left else None
         base_path, base_version = ensure_base_model(cfg)
         ensure_corpus(cfg)
         tracking.setup(cfg)
         # rollout_engine.per_role engines per role for the whole job; every phase loads the weights it needs
         # into them (a push: milliseconds on the tiny model) instead of starting engines (a minute each on CPU).
+        # None when every phase has finished: the loop then only reads the markers and writes the report.
         n = cfg.rollout_engine.per_role
-        engines = start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2 * n)
+        engines = (
+            start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2 * n)
+            if left
+            else []
+        )
         questioner = Checkpoint(base_path, base_version, engines=tuple(engines[:n]))
         reasoner = Checkpoint(base_path, base_version, engines=tuple(engines[n:]))
         grpo_q = cfg.questioner_grpo

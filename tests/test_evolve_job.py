@@ -32,17 +32,13 @@ import mlflow
 import pytest
 from safetensors.torch import load_file
 
+from visplay.engine.broadcast import free_port
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 JOB_TIMEOUT_S = 900
 Q_STEPS, R_STEPS = 3, 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -53,7 +49,7 @@ def _ray(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedPro
 
 def _start_head(temp: Path) -> tuple[dict, int]:
     """Start a head node on fresh free ports; returns (env with RAY_ADDRESS for the job CLI, agent port)."""
-    gcs_port, dash_port, agent_port = _free_port(), _free_port(), _free_port()
+    gcs_port, dash_port, agent_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import signal
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +29,7 @@ import pytest
 from PIL import Image
 
 from visplay.config import load_config
+from visplay.engine.broadcast import free_port
 from visplay.prompts import IMAGE_PLACEHOLDER, reasoner_messages, render_prompt
 from visplay.serve.app import build_app, resolve_model
 
@@ -40,18 +40,12 @@ KEY = "test-key-0123456789"
 MODEL = "visplay-reasoner"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(ray_local, tmp_path_factory):
     """(config, served model info, base URL) of a running app; shut down after the module."""
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     cfg = load_config(
         CONFIG,
         [
@@ -211,7 +205,11 @@ def test_hostile_bodies_get_a_4xx_in_the_openai_format_and_the_server_keeps_serv
         url, content=iter([b'{"messages": "' + b"x" * 65536] * 40), headers=auth, timeout=120
     )
     results["oversized chunked body"] = (chunked.status_code, chunked.json()["error"]["message"])
-    expected = {name: status for name, _, status in _hostile_bodies()} | {"oversized chunked body": 413}
+    # A route the server does not serve (the library's completions endpoint is not mounted).
+    other = httpx.post(f"{base_url}/completions", json={"prompt": "hi"}, headers=auth, timeout=60)
+    results["completions route"] = (other.status_code, other.json()["error"]["message"])
+    expected = {name: status for name, _, status in _hostile_bodies()}
+    expected |= {"oversized chunked body": 413, "completions route": 404}
     assert {name: status for name, (status, _) in results.items()} == expected, results
     assert len(results) >= 18 and all(message for _, message in results.values())
     ok = _client(base_url).chat.completions.create(model=MODEL, messages=_messages(_png()), max_tokens=8)

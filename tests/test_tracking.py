@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 
 from visplay import tracking
 from visplay.config import load_config
+from visplay.engine.broadcast import free_port
 
 
 def _exercise(cfg, tmp_path: Path) -> None:
@@ -88,15 +88,9 @@ def test_sigterm_raises_keyboard_interrupt_after_interrupt_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_against_a_real_mlflow_server_on_loopback(tmp_path):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "art"),

@@ -53,8 +53,12 @@ ENDPOINTS = {
     "chat": lambda app: app.post("/v1/chat/completions"),
     "models": lambda app: app.get("/v1/models"),
     "model_data": lambda app: app.get("/v1/models/{model:path}"),
+    "not_served": lambda app: app.api_route(
+        "/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"]
+    ),
 }
-"""The routes served (the library's default map also has completions, embeddings, score, tokenize...)."""
+"""The routes served (the library's default map also has completions, embeddings, score, tokenize...);
+anything else is a 404 in the OpenAI error format."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,9 @@ class ReasonerIngress(OpenAiIngress):
         except ApiError as err:
             return _error_response(err)
         return JSONResponse(self._card(), headers=self.settings.model.headers())
+
+    async def not_served(self, path: str) -> Response:
+        return _error_response(ApiError(404, f"no route /{path}; served: /v1/chat/completions, /v1/models"))
 
     # --- steps -------------------------------------------------------------------------------------
 

@@ -276,7 +276,8 @@ def warm_up(
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from visplay.world.tiny_model import _no_progress_bars  # here: the helpers above need only torch + transformers
+    # Imported here, not at the top: the example helpers above need only torch and transformers.
+    from visplay.world.tiny_model import _no_progress_bars
 
     if steps < 1 or batch_size < 1 or lr <= 0 or not 0.0 <= questioner_share <= 1.0:
         raise ValueError("need steps >= 1, batch_size >= 1, lr > 0 and 0 <= questioner_share <= 1")
