@@ -194,8 +194,8 @@ def _hostile_bodies() -> list[tuple[str, bytes, int]]:
 def test_hostile_bodies_get_a_4xx_in_the_openai_format_and_the_server_keeps_serving(server):
     _, _, base_url = server
     url, auth = f"{base_url}/chat/completions", {"authorization": f"Bearer {KEY}"}
-    results = {}
-    for name, content, _ in _hostile_bodies():
+    results, bodies = {}, _hostile_bodies()
+    for name, content, _ in bodies:
         r = httpx.post(
             url, content=content, headers={**auth, "content-type": "application/json"}, timeout=120
         )
@@ -208,7 +208,7 @@ def test_hostile_bodies_get_a_4xx_in_the_openai_format_and_the_server_keeps_serv
     # A route the server does not serve (the library's completions endpoint is not mounted).
     other = httpx.post(f"{base_url}/completions", json={"prompt": "hi"}, headers=auth, timeout=60)
     results["completions route"] = (other.status_code, other.json()["error"]["message"])
-    expected = {name: status for name, _, status in _hostile_bodies()}
+    expected = {name: status for name, _, status in bodies}
     expected |= {"oversized chunked body": 413, "completions route": 404}
     assert {name: status for name, (status, _) in results.items()} == expected, results
     assert len(results) >= 18 and all(message for _, message in results.values())

@@ -65,7 +65,8 @@ REASONER_INSTRUCTION = (
     "and put your final answer within \\boxed{}."
 )
 
-_ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant")
+"""The chat roles a message may have (the prompt renderer and the Serve ingress both check it)."""
 _IMAGE_PART_TYPES = ("image", "image_url")
 
 
@@ -190,8 +191,8 @@ def render_prompt(messages: list[dict[str, Any]], add_generation_prompt: bool = 
         out.append(f"{IM_START}system\n{QWEN_DEFAULT_SYSTEM}{IM_END}\n")
     for message in messages:
         role = message.get("role")
-        if role not in _ROLES:
-            raise ValueError(f"unknown chat role {role!r}; expected one of {_ROLES}")
+        if role not in ROLES:
+            raise ValueError(f"unknown chat role {role!r}; expected one of {ROLES}")
         out.append(f"{IM_START}{role}\n{_render_content(message.get('content'))}{IM_END}\n")
     if add_generation_prompt:
         out.append(f"{IM_START}assistant\n")

@@ -20,7 +20,6 @@ import collections
 import json
 import math
 import random
-import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,10 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from visplay.prompts import reasoner_prompt  # noqa: E402
+from visplay.rewards.parse import extract_boxed  # noqa: E402
 from visplay.world import bootstrap as B  # noqa: E402
 from visplay.world.corpus import SKILLS, make_corpus, read_ground_truth  # noqa: E402
-
-BOXED = re.compile(r"\\boxed\{([^}]*)\}")
 
 
 def shard_examples(job: tuple[str, str, int, int]) -> tuple[list, list]:
@@ -80,8 +78,7 @@ def greedy_accuracy(model, processor, items, device) -> dict[str, float]:
             text = processor.tokenizer.decode(
                 out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
             )
-            found = BOXED.findall(text)
-            ok = bool(found) and found[-1].strip() == str(qa["answer"])
+            ok = extract_boxed(text) == str(qa["answer"])
             right[qa["skill"]] += ok
             total[qa["skill"]] += 1
     model.train()

@@ -125,8 +125,7 @@ class ReasonerIngress(OpenAiIngress):
     async def model_data(self, model: str, request: Request) -> Response:
         try:
             self._authorize(request)
-            if model != self.settings.model_name:
-                raise ApiError(404, f"no model {model!r}; this server serves {self.settings.model_name!r}")
+            self._check_model(model)
         except ApiError as err:
             return _error_response(err)
         return JSONResponse(self._card(), headers=self.settings.model.headers())
@@ -144,6 +143,10 @@ class ReasonerIngress(OpenAiIngress):
         presented = hashlib.sha256(key.strip().encode()).hexdigest()
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented, expected):
             raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')")
+
+    def _check_model(self, model: Any) -> None:
+        if model != self.settings.model_name:
+            raise ApiError(404, f"no model {model!r}; this server serves {self.settings.model_name!r}")
 
     async def _read_body(self, request: Request) -> bytes:
         """The body, refused with 413 as soon as it passes ``max_body_bytes`` (declared or counted)."""
@@ -165,8 +168,8 @@ class ReasonerIngress(OpenAiIngress):
 
         s = self.settings
         body = check_chat_body(parse_json(raw), s.limits, s.add_reasoner_instruction)
-        if body.get("model") not in (None, s.model_name):
-            raise ApiError(404, f"no model {body['model']!r}; this server serves {s.model_name!r}")
+        if body.get("model") is not None:
+            self._check_model(body["model"])
         try:
             return ChatCompletionRequest.model_validate({**body, "model": s.model_name})
         except ValidationError as err:

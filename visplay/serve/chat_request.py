@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from visplay.data.images import ACCEPTED_FORMATS, RejectReason, validate_image
-from visplay.prompts import REASONER_INSTRUCTION, reasoner_user_text
+from visplay.prompts import REASONER_INSTRUCTION, ROLES, reasoner_user_text
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<b64>;base64)?,(?P<data>.*)$", re.DOTALL)
-_ROLES = ("system", "user", "assistant")
 MAX_TOP_LOGPROBS = 20
 """OpenAI's bound on ``top_logprobs``."""
 
@@ -105,7 +104,7 @@ def check_chat_body(body: Any, limits: Limits, add_reasoner_instruction: bool) -
     images = 0
     checked = []
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise ApiError(400, f"messages[{i}] must be an object with role system, user or assistant")
         content = message.get("content")
         if isinstance(content, list):
