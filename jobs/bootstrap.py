@@ -7,7 +7,9 @@ split); supervised warm-up for ``models.bootstrap_steps`` steps on both roles' t
 ``<type>/<question>/<answer>`` tags, the reasoner's ``\\boxed{}`` answers: chat format plus some colour,
 count, position and chart skill). This stands in for the instruction-tuned checkpoint a real user starts
 from, and it is the only place labels are used. Then, optionally, the model answers the held-out split
-(``--evaluate``) so its starting accuracy is known.
+(``--evaluate``: greedy, and ``eval.samples`` sampled answers per question) and the preconditions of a
+self-evolution experiment are checked and printed (visplay/preconditions.py: does it see? do majority
+votes beat single samples?).
 
 The loop and experiment jobs run this step themselves when ``models.base`` is missing; this job runs it
 alone (e.g. to inspect the model or to share one bootstrap between runs). ``--ship DIR`` also evaluates
@@ -30,7 +32,11 @@ import ray
 
 from visplay import runtime, tracking
 from visplay.checkpoints import Checkpoint
-from visplay.eval.run import evaluate, report_metrics
+from visplay.config import Config
+from visplay.eval.run import SYNTHETIC, ensure_heldout_split, evaluate, report_metrics
+from visplay.eval.scoring import BenchmarkReport
+from visplay.experiment import blind_baseline, heldout_labels
+from visplay.preconditions import Preconditions, check_preconditions, render_preconditions
 from visplay.world.embedded import ensure_base_model
 from visplay.world.shipped_base import ship
 
@@ -61,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                     cfg, Checkpoint(path, version), cfg.run_dir / "bootstrap_eval"
                 )  # prints its table
                 tracking.log_metrics(report_metrics(reports))
+            pre = base_preconditions(cfg, reports)
+            if pre is not None:
+                print("\n".join(["preconditions of self-evolution:", *render_preconditions(pre)]), flush=True)
         if args.ship is not None:
             command = ["python", "jobs/bootstrap.py", *(argv if argv is not None else sys.argv[1:])]
             manifest = ship(
@@ -70,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg=cfg,
                 wall_s=wall_s,
                 heldout=report_metrics(reports),
+                preconditions=None if pre is None else pre.to_dict(),
             )
             print(f"shipped {args.ship} (manifest {manifest})")
     except KeyboardInterrupt:
@@ -78,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     return 0
+
+
+def base_preconditions(cfg: Config, reports: list[BenchmarkReport]) -> Preconditions | None:
+    """The preconditions from the synthetic held-out report (None when the split was not evaluated)."""
+    report = next((r for r in reports if r.benchmark == SYNTHETIC), None)
+    if report is None:
+        return None
+    blind = blind_baseline(*heldout_labels(ensure_heldout_split(cfg)))
+    return check_preconditions(report.per_category, blind, report.extra)
 
 
 if __name__ == "__main__":

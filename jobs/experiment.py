@@ -1,17 +1,19 @@
-"""Does self-evolution work? Bootstrap, then every arm's self-evolution run, over seeds, then one report.
+"""Does self-evolution work? Every arm's self-evolution run from one shared base, over seeds, then one report.
 
-Algorithm (three disjoint synthetic splits: a *labeled* bootstrap split, the *unlabeled* training corpus,
-the *labeled* held-out split; generator seeds and split names keep their image ids apart):
+Algorithm (three disjoint synthetic splits: the *labeled* split the base was warmed up on, the *unlabeled*
+training corpus, the *labeled* held-out split; generator seeds and split names keep their image ids apart):
+  base             the shared base checkpoint ``models.base`` (as a real user starts every run from one
+                   instruction-tuned model; shipped with its manifest, or built once by jobs/bootstrap.py)
   for each seed s in experiment.seeds:
-    1. bootstrap   the tiny random Qwen2.5-VL, warmed up on the labeled split (bootstrap_seed + s) -> B_s;
-                   the last time any label is read, except the held-out scoring
-    2. arms        for each arm (the full method; the fixed-Questioner control; the ablations: no
-                   diversity penalty, no difficulty band): the loop job's iterations from B_s on the
-                   unlabeled corpus (visplay/loop.py), the held-out split scored after every iteration;
-                   iteration 0 is B_s itself, the no-training control
-  report           accuracy per iteration (mean ± 95% CI over seeds), gain over bootstrap, per skill,
-                   diagnostics (visplay/experiment.py) -> experiment.report_dir/{README.md, accuracy.png,
-                   results.json}
+    arms           for each arm (the full method; the fixed-Questioner control; the ablations: no
+                   diversity penalty, no difficulty band; the oracle: Reasoner GRPO on the corpus's labeled
+                   questions, the ceiling): the loop job's iterations from the base on the unlabeled corpus
+                   with seed s (visplay/loop.py), the held-out split scored after every iteration (greedy,
+                   and sampled pass@1 / maj@k with ``eval.samples``); iteration 0 is the base itself
+  report           the base's preconditions (does it see? do votes beat samples?), accuracy per iteration
+                   (mean ± 95% CI over seeds), gain over the base, the share of the oracle's gain, per
+                   skill, diagnostics (visplay/experiment.py) -> experiment.report_dir/{README.md,
+                   accuracy.png, results.json}
 One Ray and one set of rollout engines (``rollout_engine.per_role`` per role) serve every run (engines load each run's weights; no restarts). A run
 that fails is reported as such and the experiment goes on; a rerun resumes every run from its finished
 phases.
@@ -70,15 +72,13 @@ def parse_args(argv: list[str] | None) -> list[str]:
     return [*head, *settings, *quick, report]
 
 
-def run_config(cfg: Config, seed: int, arm: str | None, overrides: list[str] = ()) -> Config:
-    """The config of one seed's bootstrap (arm None) or one run: own directories, shared corpus and split."""
+def run_config(cfg: Config, seed: int, arm: str, overrides: list[str] = ()) -> Config:
+    """The config of one run: its own directory and seed; the shared base, corpus and held-out split."""
     root = cfg.run_dir
     base = [
         f"seed={seed}",
         f"out_dir={root / f'seed{seed}'}",
-        f"name={arm or 'bootstrap'}",
-        f"models.base={root / f'seed{seed}' / 'model'}",
-        f"models.bootstrap_seed={cfg.models.bootstrap_seed + seed}",
+        f"name={arm}",
         f"corpus.path={root / 'corpus' / 'images'}",
         f"eval.synthetic_path={root / 'heldout'}",
         "eval.during_evolve=true",
@@ -105,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = runtime.start_job("experiment", parse_args(argv))
     exp = cfg.experiment
     results: list[experiment.RunResult] = []
-    engines = None
     n = cfg.rollout_engine.per_role  # rollout engines per role: questioner engines[:n], reasoner engines[n:]
     try:
         # every run holds what the loop job holds; an arm's overrides may add pools
@@ -116,16 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
         runtime.stop_unless_fits(cfg, *plans)
         trainer = TrainerService(cfg, cfg.run_dir / "ray_train")  # one GRPO worker group for every run
-        for seed in exp.seeds:
-            boot = run_config(cfg, seed, None)
-            base_path, base_version = ensure_base_model(boot)  # 1. bootstrap B_s (labels used here only)
-            log.info("seed %d: bootstrap model %s (%s)", seed, base_path, base_version[:12])
-            if engines is None:
-                engines = start_rollout_actors(
-                    base_path, base_version, cfg.rollout_engine, cfg.seed, count=2 * n
-                )
+        base_path, base_version = ensure_base_model(cfg)  # the shared base (built once if missing)
+        log.info("shared base model %s (%s)", base_path, base_version[:12])
+        engines = start_rollout_actors(base_path, base_version, cfg.rollout_engine, cfg.seed, count=2 * n)
 
-            # --- loop: 2. every arm from B_s ------------------------------------------------------
+        # --- loop: every arm from the base, per seed ------------------------------------------------
+        for seed in exp.seeds:
             for arm in exp.arms:
                 run = run_config(cfg, seed, arm.name, arm.overrides)
                 error = ""
@@ -179,8 +174,7 @@ def write_report(
             f"{cfg.questioner_grpo.prompts_per_step} images x {cfg.questioner_grpo.group_size}; reasoner GRPO "
             f"{cfg.reasoner_grpo.steps} steps x {cfg.reasoner_grpo.prompts_per_step} x "
             f"{cfg.reasoner_grpo.group_size}; corpus {cfg.corpus.synthetic_n} unlabeled images; held-out "
-            f"{_heldout_size(cfg)}; bootstrap {cfg.models.bootstrap_steps} steps on "
-            f"{cfg.models.bootstrap_images} labeled images"
+            f"{_heldout_size(cfg)}; world {cfg.corpus.synthetic_kinds}; shared base {cfg.models.base}"
         ),
         "runs": f"{len(results)} of {len(exp.seeds) * len(arms)} finished or failed",
         "wall time": (

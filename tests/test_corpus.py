@@ -11,9 +11,14 @@ from PIL import Image
 from visplay.world.corpus import (
     GROUND_TRUTH_FILENAME,
     KINDS,
+    OBJECT_COLOURS,
+    OBJECT_KINDS,
+    OBJECT_SHAPES,
+    OBJECT_SKILLS,
     PALETTE,
     QTYPES,
     SKILLS,
+    check_world,
     image_seed,
     make_corpus,
     read_ground_truth,
@@ -138,3 +143,39 @@ def test_refuses_to_mix_corpora_and_bad_arguments(tmp_path: Path) -> None:
         make_corpus(tmp_path / "x", n=1, seed=1, split="../escape")
     with pytest.raises(ValueError):
         make_corpus(tmp_path / "x", n=1, seed=1, size=1000)
+
+
+def test_the_objects_world_asks_three_facts_with_fixed_options(tmp_path: Path) -> None:
+    """``kinds=["objects"]``: 1-4 big copies of one shape in one colour; colour and shape options always in
+    the same order (the letter names the fact), the count a number; the pixels agree with the answers."""
+    make_corpus(tmp_path, n=40, seed=5, kinds=["objects"])
+    counts = set()
+    for record in read_ground_truth(tmp_path):
+        assert record["kind"] == "objects" and record["file"].startswith("images/objects/")
+        colour, shape = record["objects"][0]["colour"], record["objects"][0]["shape"]
+        assert {(o["colour"], o["shape"]) for o in record["objects"]} == {(colour, shape)}
+        by_skill = {qa["skill"]: qa for qa in record["qa"]}
+        assert sorted(by_skill) == sorted(OBJECT_SKILLS)
+        assert by_skill["colour"]["question"] == (
+            "What colour are the shapes? Options: A. red, B. green, C. blue, D. yellow."
+        )
+        assert by_skill["colour"]["answer"] == "ABCD"[OBJECT_COLOURS.index(colour)]
+        assert by_skill["shape"]["choices"] == list(OBJECT_SHAPES)
+        assert by_skill["shape"]["answer"] == "ABCD"[OBJECT_SHAPES.index(shape)]
+        assert by_skill["count"]["answer"] == str(len(record["objects"]))
+        counts.add(len(record["objects"]))
+        with Image.open(tmp_path / record["file"]) as image:
+            for o in record["objects"]:
+                x0, y0, x1, y1 = o["bbox"]
+                assert x1 - x0 >= 0.27 * image.width  # big: more than a quarter of the side
+                assert image.convert("RGB").getpixel(((x0 + x1) // 2, (y0 + y1) // 2)) == PALETTE[colour]
+    assert counts == {1, 2, 3, 4}
+    with pytest.raises(ValueError, match="kinds"):
+        make_corpus(tmp_path / "x", n=1, seed=1, kinds=["nope"])
+
+
+def test_a_split_of_another_world_is_refused(tmp_path: Path) -> None:
+    make_corpus(tmp_path, n=3, seed=1)  # the default world
+    check_world(tmp_path / GROUND_TRUTH_FILENAME, KINDS, "eval.synthetic_path")  # same world: no error
+    with pytest.raises(ValueError, match=r"eval.synthetic_path: .* holds \['chart', 'count', 'shapes'\]"):
+        check_world(tmp_path / GROUND_TRUTH_FILENAME, OBJECT_KINDS, "eval.synthetic_path")

@@ -1,5 +1,5 @@
 """The self-evolution experiment (jobs/experiment.py): disjoint splits, the statistics, the report, and a
-``--quick`` run of every stage (bootstrap, all four arms, evaluation, report) on the tiny model."""
+``--quick`` run of every stage (all five arms from the shared base, evaluation, report) on the tiny model."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from visplay.config import load_config
 from visplay.experiment import (
@@ -29,25 +30,30 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "tiny-cpu.yaml"
 
 
+def _job():
+    """jobs/experiment.py as a module (its argument parsing and run configs)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("experiment_job", ROOT / "jobs" / "experiment.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job
+
+
 def test_the_three_splits_share_no_image(tmp_path: Path) -> None:
-    """Labeled bootstrap splits (one per seed), the unlabeled corpus and the held-out split, at the sizes and
-    seeds of configs/tiny-cpu.yaml's experiment: no image id (sha256 of the PNG) occurs twice anywhere."""
-    cfg = load_config(CONFIG)
+    """The shared base's labeled split, the unlabeled corpus and the held-out split, at the sizes, seeds and
+    world of configs/tiny-cpu.yaml's experiment: no image id (sha256 of the PNG) occurs twice anywhere."""
+    job = _job()
+    cfg = job.load_config_from_args(job.parse_args(["--config", str(CONFIG)]))
+    kinds, m = cfg.corpus.synthetic_kinds, cfg.models
     splits = {
-        f"bootstrap seed {s}": make_corpus(
-            tmp_path / f"b{s}", cfg.models.bootstrap_images, cfg.models.bootstrap_seed + s, split="bootstrap"
-        )
-        for s in cfg.experiment.seeds
-    }
-    splits["unlabeled"] = make_corpus(tmp_path / "u", cfg.corpus.synthetic_n, cfg.corpus.synthetic_seed)
-    splits["held-out"] = make_corpus(tmp_path / "h", cfg.eval.synthetic_n, cfg.eval.synthetic_seed, "heldout")
+        "labeled": make_corpus(tmp_path / "b", m.bootstrap_images, m.bootstrap_seed, "bootstrap", kinds=kinds),
+        "unlabeled": make_corpus(tmp_path / "u", cfg.corpus.synthetic_n, cfg.corpus.synthetic_seed, kinds=kinds),
+        "held-out": make_corpus(tmp_path / "h", cfg.eval.synthetic_n, cfg.eval.synthetic_seed, "heldout", kinds=kinds),
+    }  # fmt: skip
     ids = {name: [r["image_id"] for r in read_ground_truth(c.ground_truth)] for name, c in splits.items()}
     every = [i for group in ids.values() for i in group]
-    assert (
-        len(every)
-        == len(set(every))
-        == 3 * cfg.models.bootstrap_images + cfg.corpus.synthetic_n + cfg.eval.synthetic_n
-    )
+    assert len(every) == len(set(every)) == m.bootstrap_images + cfg.corpus.synthetic_n + cfg.eval.synthetic_n
     assert sorted(p.read_bytes() != b"" for p in (tmp_path / "u").rglob("*.png"))  # the images exist
 
 
@@ -140,8 +146,8 @@ def test_report_gives_mean_ci_gain_per_skill_and_a_computed_verdict() -> None:
     assert "| visplay | 10.0 ± 0.0 | 25.0 ± 63.5 | 15.0 ± 63.5 |" in text
     # fixed_questioner: both seeds scored the bootstrap model; one finished iteration 1: the mean alone
     assert "| fixed_questioner | 10.0 ± 0.0 | 10.0 | 0.0 |" in text
-    assert "`visplay`: +15.0 points over bootstrap (interval includes 0); meets the +5-point goal" in text
-    assert "`fixed_questioner`: +0.0 points over bootstrap; misses the +5-point goal" in text
+    assert "`visplay`: +15.0 points over the base (interval includes 0); meets the +5-point goal" in text
+    assert "`fixed_questioner`: +0.0 points over the base; misses the +5-point goal" in text
     assert "is above the no-Questioner-reward control `fixed_questioner` (10.0%)" in text
     assert "| visplay | 37.5 ± 158.8 |" in text  # per skill: [0.5, 0.25] -> 37.5, se 12.5 -> ± 158.8
     # diagnostics: kept share 4/8, mean p 0.75, ten histogram bins of both seeds' [0.5, 1.0] (1.0 in the last)
@@ -151,31 +157,44 @@ def test_report_gives_mean_ci_gain_per_skill_and_a_computed_verdict() -> None:
     assert "- `visplay` seed 0: count 1 → 3" in text
 
 
+def test_report_gives_the_oracle_share_the_preconditions_and_sampled_accuracy() -> None:
+    sampled = [{"sampled_pass1": 0.4, "sampled_maj8": 0.55, "sampled_pass1/count": 0.4, "sampled_maj8/count": 0.55},
+               {"sampled_pass1": 0.5, "sampled_maj8": 0.6}]  # fmt: skip
+    runs = [_run("visplay", 0, [0.40, 0.46], {"count": 0.7}), _run("oracle", 0, [0.40, 0.55], {"count": 0.8})]
+    for run in runs:
+        run.sampled = sampled
+    arms = [("visplay", "full"), ("oracle", "ceiling")]
+    text = render_report(runs, arms, 1, {"command": "x"}, {"count": 0.4, "all": 0.4})
+    # gains: visplay 0.46 - 0.40 = 6 points, oracle 0.55 - 0.40 = 15 points: 6 / 15 = 40%
+    assert "`visplay` recovers 40% of the `oracle` arm's gain (+6.0 of +15.0 points" in text
+    # the base (iteration 0 of visplay, seed 0): count 0.7 >= 1.5 x 0.4 = 0.6 sees; 55 - 40 = 15 points of headroom
+    assert "| count | 70.0 | 40.0 | 1.75 | 40.0 | 55.0 | +15.0 |" in text
+    assert "sees (greedy >= 1.5 x image-blind on every skill): **yes**" in text
+    assert "maj@8 >= sampled pass@1 + 10 points): **yes**" in text
+    assert "| visplay | 40.0 / 55.0 | 50.0 / 60.0 |" in text  # sampled pass@1 / maj@8 per iteration
+
+
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_quick_experiment_runs_every_stage(tmp_path: Path) -> None:
-    """``--quick``: one seed, one iteration, 1 GRPO step per role, all four arms, then the report.
-
-    In ``-m e2e``, not the default run: about 10 minutes on 2 cores (a bootstrap of 100 steps, then seven GRPO
-    phases at about 95 s each, most of it Ray Train worker start-up), which the 30-minute CI cannot hold.
-    """
+    """``--quick``: one seed, one iteration, 1 GRPO step per role, all five arms from the shared base, then
+    the report. In ``-m e2e``, not the default run (minutes of engine starts and GRPO phases)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, "jobs/experiment.py", "--config", str(CONFIG), "--quick", f"out_dir={tmp_path}"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    root = tmp_path / "tiny-cpu"
-    manifest = json.loads((root / "seed0" / "model" / "visplay_bootstrap.json").read_text())
-    assert manifest["steps"] == load_config(CONFIG).models.bootstrap_steps  # the bootstrap stage ran
+    job = _job()
+    root = tmp_path / job.load_config_from_args(job.parse_args(["--config", str(CONFIG)])).name
     results = json.loads((root / "report" / "results.json").read_text())
     arms = [r["arm"] for r in results]
-    assert arms == ["visplay", "fixed_questioner", "no_diversity", "no_band"]
+    assert arms == ["visplay", "fixed_questioner", "no_diversity", "no_band", "oracle"]
     for result in results:
         run_dir = root / "seed0" / result["arm"]
         assert result["error"] == "" and None not in result["accuracy"] and len(result["accuracy"]) == 2
         assert Phase(run_dir, 0, "evaluate").done() is not None
         for name in ("train_questioner", "generate", "train_reasoner", "evaluate"):
             assert Phase(run_dir, 1, name).done() is not None, (result["arm"], name)
-    # every arm starts from the same bootstrap model: identical iteration-0 accuracy
+    # every arm starts from the same shared base: identical iteration-0 accuracy
     assert len({r["accuracy"][0] for r in results}) == 1
     # the Reasoner trained where questions were kept (no_band keeps every question with a silver label)
     for result in results:
@@ -187,6 +206,9 @@ def test_quick_experiment_runs_every_stage(tmp_path: Path) -> None:
     no_band = load_config(root / "seed0" / "no_band" / "config.yaml")
     assert (no_band.generation.p_low, no_band.generation.p_high) == (0.0, 1.0)
     assert load_config(root / "seed0" / "no_diversity" / "config.yaml").rewards.diversity_weight == 0.0
+    oracle = Phase(root / "seed0" / "oracle", 1, "generate").done()  # the labeled questions, every one kept
+    assert oracle["kept"] == oracle["questions"] > 0
+    assert Phase(root / "seed0" / "oracle", 1, "train_questioner").done()["skipped"] is True
     report = (root / "report" / "README.md").read_text()
     assert (
         all(f"| {arm} |" in report for arm in arms) and (root / "report" / "accuracy.png").stat().st_size > 0
@@ -195,18 +217,20 @@ def test_quick_experiment_runs_every_stage(tmp_path: Path) -> None:
 
 def test_experiment_overrides_come_before_the_command_line_and_quick_after(tmp_path: Path) -> None:
     """The config's experiment.overrides apply first, the command line's next (last word wins), --quick's last."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("experiment_job", ROOT / "jobs" / "experiment.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    assert load_config(CONFIG, []).experiment.overrides == [
-        "reasoner_grpo.steps=6",
-        "reasoner_grpo.prompts_per_step=4",
-    ]  # the shipped experiment trains the Reasoner longer than the loop job's demo settings
+    job = _job()
+    shipped = load_config(CONFIG, [])
+    tuned = load_config(CONFIG, shipped.experiment.overrides)
+    # the shipped experiment runs 10x the loop job's RL samples per iteration, for both roles
+    for role in ("questioner_grpo", "reasoner_grpo"):
+        demo, exp = getattr(shipped, role), getattr(tuned, role)
+        assert (
+            exp.steps * exp.prompts_per_step * exp.group_size
+            >= 10 * demo.steps * demo.prompts_per_step * demo.group_size
+        )
     config = tmp_path / "exp.yaml"
-    shipped = "\n".join(line for line in CONFIG.read_text().splitlines() if "  overrides:" not in line)
-    config.write_text(shipped + "\n  overrides: [eval.synthetic_n=48, reasoner_grpo.steps=6]\n")
+    tree = yaml.safe_load(CONFIG.read_text())
+    tree["experiment"]["overrides"] = ["eval.synthetic_n=48", "reasoner_grpo.steps=6"]
+    config.write_text(yaml.safe_dump(tree))
     assert load_config(config, []).experiment.overrides == ["eval.synthetic_n=48", "reasoner_grpo.steps=6"]
     args = job.parse_args(["--config", str(config), "eval.synthetic_n=10"])
     assert args == [

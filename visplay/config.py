@@ -86,6 +86,12 @@ class CorpusConfig(_Section):
     """Synthetic scenes to generate at `path` when it does not exist (0: never generate)."""
     synthetic_seed: int = 1
     """Seed of the synthetic generator for the unlabeled training split."""
+    synthetic_kinds: list[Literal["shapes", "count", "chart", "objects"]] = Field(
+        default_factory=lambda: ["shapes", "count", "chart"], min_length=1
+    )
+    """The synthetic world: scene kinds of every split this config draws (the unlabeled corpus, the
+    bootstrap's labeled split, the held-out split), cycling in this order. ``[objects]`` is the simple
+    world of three skills (colour, shape, count of big shapes; visplay/world/corpus.py)."""
     max_pixels: int = Field(40_000_000, ge=1)
     """Images with more pixels are rejected as decompression bombs (reason too_many_pixels)."""
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
@@ -110,6 +116,11 @@ class ModelsConfig(_Section):
     """Labeled synthetic images for the warm-up (a split disjoint from the unlabeled corpus)."""
     bootstrap_seed: int = 7
     """Seed of the labeled warm-up split and of the warm-up itself."""
+    bootstrap_lr: float = Field(5e-3, gt=0)
+    """Peak learning rate of the warm-up (linear ramp over 10% of the steps, then cosine decay to 10%)."""
+    bootstrap_questioner_share: float = Field(0.5, ge=0, le=1)
+    """Share of each warm-up batch that trains the Questioner's format; the rest trains the Reasoner's
+    answers (the visual skill: more of the batch learns to see faster)."""
     questioner: str | None = None
     """Checkpoint the Questioner starts from in standalone jobs (None: `base`); the loop job sets its own."""
     reasoner: str | None = None
@@ -242,6 +253,10 @@ class GenerationConfig(_Section):
     per role) instead of starting engine pools; the embedded default sets it (an engine start costs about a
     minute on CPU), so does the one-node GPU config (no GPU left for pools); on a cluster the autoscaling
     pools of questioner_engine/reasoner_engine scale with the corpus."""
+    oracle: bool = False
+    """Skip the pass: the question set is the synthetic corpus's own labeled questions with their gold
+    answers as silver labels (visplay/generation/oracle.py). The experiment's ``oracle`` arm, the ceiling of
+    the label-free arms; an error on a corpus without ``ground_truth.jsonl``."""
 
     @model_validator(mode="after")
     def _check_band(self) -> GenerationConfig:
@@ -519,6 +534,9 @@ class EvalConfig(_Section):
     """Where the held-out split is generated when missing."""
     max_tokens: int = Field(128, ge=1)
     """Longest answer (greedy decoding, temperature 0)."""
+    samples: int = Field(0, ge=0)
+    """Also sample this many answers per held-out synthetic question at ``generation.reasoner_sampling``
+    for sampled pass@1 and maj@k (visplay/eval/sampled.py; ``sampled.jsonl``); 0: greedy only."""
     engine: EngineConfig = EngineConfig(max_images_per_prompt=7)
     """Engine of the evaluation stage (the loop job answers with its warm Reasoner engine instead)."""
     judge: JudgeConfig | None = None
@@ -556,17 +574,24 @@ def _default_arms() -> list[ArmConfig]:
             description="ablation: no difficulty band (every answered question with a silver label is kept)",
             overrides=["generation.p_low=0", "generation.p_high=1"],
         ),
+        ArmConfig(
+            name="oracle",
+            description="ceiling: the same Reasoner GRPO on the corpus's labeled questions, gold answers as "
+            "labels; no Questioner",
+            overrides=["generation.oracle=true", "questioner_grpo.enabled=false"],
+        ),
     ]
 
 
 class ExperimentConfig(_Section):
-    """jobs/experiment.py: bootstrap per seed, then every arm's self-evolution run, then one report."""
+    """jobs/experiment.py: every arm's self-evolution run from the shared base ``models.base``, per seed,
+    then one report."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    """One bootstrap model and one run per arm for each seed (the run's global seed; the bootstrap uses
-    ``models.bootstrap_seed + seed``). The report's confidence intervals are over these."""
+    """One run per arm for each seed (the run's global seed: sampling, data order, GRPO). The report's
+    confidence intervals are over these."""
     arms: list[ArmConfig] = Field(default_factory=_default_arms, min_length=1)
-    """The runs compared. The bootstrap model with no further training (iteration 0) is always reported."""
+    """The runs compared. The base model with no further training (iteration 0) is always reported."""
     report_dir: str = "docs/experiment"
     """Where the report (README.md, accuracy.png, results.json) is written."""
     overrides: list[str] = []

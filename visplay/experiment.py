@@ -1,10 +1,10 @@
 """Results of the self-evolution experiment (jobs/experiment.py): collect every run, aggregate, report.
 
-One *run* is one arm at one seed: the loop job's iterations from that seed's bootstrap model, with the
-held-out labeled split scored after every iteration (iteration 0 is the bootstrap model itself, the
+One *run* is one arm at one seed: the loop job's iterations from the shared base model, with the
+held-out labeled split scored after every iteration (iteration 0 is the base model itself, the
 no-training control). :func:`collect_run` reads a finished (or partly finished) run directory into a
 :class:`RunResult`; :func:`render_report` turns the runs into the markdown a paper's table would show:
-accuracy per iteration as mean ± 95% confidence interval over seeds, the gain over the bootstrap model,
+accuracy per iteration as mean ± 95% confidence interval over seeds, the gain over the base model,
 per-skill accuracy, and the diagnostics that explain the numbers (kept fraction, agreement p, rewards,
 question diversity). Nothing is interpreted beyond arithmetic; the verdict lines compare means and say
 whether the intervals overlap.
@@ -20,18 +20,21 @@ from pathlib import Path
 
 from visplay.generation.outputs import read_columns
 from visplay.phases import Phase
+from visplay.preconditions import check_preconditions, render_preconditions
 from visplay.report import HIST_BINS, load_history
 
 BENCHMARK = "synthetic"
 """The held-out labeled split's benchmark name in the evaluation reports."""
 GOAL_POINTS = 5.0
-"""Issue 7's goal: held-out accuracy after the last iteration at least this many points above bootstrap."""
+"""The goal: held-out accuracy after the last iteration at least this many points above the base."""
+ORACLE = "oracle"
+"""The arm trained on ground-truth labels: the ceiling whose gain the label-free arms are compared with."""
 
 
 @dataclass
 class RunResult:
     """One arm at one seed. Lists over iterations: ``accuracy``/``per_skill`` start at iteration 0 (the
-    bootstrap model), the generation and training figures at iteration 1; a missing phase gives None."""
+    base model), the generation and training figures at iteration 1; a missing phase gives None."""
 
     arm: str
     seed: int
@@ -50,6 +53,9 @@ class RunResult:
     distinct_answers: list[dict[str, int]] = field(default_factory=list)
     """Per iteration from 0: skill -> distinct greedy answers on the held-out split (1 = the same answer to
     every question of that skill, whatever the image)."""
+    sampled: list[dict[str, float]] = field(default_factory=list)
+    """Per iteration from 0: sampled pass@1 and maj@k, overall and per skill (``eval.samples``; the
+    report's ``sampled_*`` figures, visplay/eval/sampled.py); empty dicts when not sampled."""
     error: str = ""
     """Why the run stopped early ("" when every iteration finished)."""
 
@@ -126,6 +132,8 @@ def collect_run(
         report = next((r for r in (evaluated or {}).get("reports", []) if r["benchmark"] == BENCHMARK), None)
         result.accuracy.append(None if report is None else report["rule_score"])
         result.per_skill.append({} if report is None else dict(report["per_category"]))
+        extra = {} if report is None else report.get("extra", {})
+        result.sampled.append({k: v for k, v in extra.items() if k.startswith("sampled_")})
         predictions = phase.dir / "predictions.jsonl"
         if skill_of and evaluated and predictions.is_file():
             result.distinct_answers.append(answer_variety(predictions, skill_of))
@@ -189,9 +197,9 @@ def render_report(
     lines += ["## Held-out accuracy (%)", ""]
     cols = [
         "arm",
-        "iter 0 (bootstrap)",
+        "iter 0 (base)",
         *[f"iter {i}" for i in range(1, iterations + 1)],
-        "gain over bootstrap",
+        "gain over base",
     ]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, _ in arms:
@@ -201,16 +209,24 @@ def render_report(
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_cell(gains)} |")
     lines += ["", "Arms:", ""] + [f"- `{name}`: {text}" for name, text in arms] + [""]
     lines += ["## Verdict (computed)", ""] + _verdict(by_arm, arms) + [""]
+    first = by_arm[arms[0][0]]
+    if blind and first and first[0].per_skill and first[0].per_skill[0]:
+        lines += [f"## The base's preconditions (iteration 0 of `{arms[0][0]}`, seed {first[0].seed})", ""]
+        base = check_preconditions(
+            first[0].per_skill[0], blind, first[0].sampled[0] if first[0].sampled else {}
+        )
+        lines += render_preconditions(base) + [""]
+    lines += _sampled_table(by_arm, arms, iterations)
 
     skills = sorted({s for r in runs for row in r.per_skill for s in row})
     if skills:
         lines += [
-            f"## Per skill after iteration {iterations} (%; bootstrap = iteration 0 of `{arms[0][0]}`)",
+            f"## Per skill after iteration {iterations} (%; base = iteration 0 of `{arms[0][0]}`)",
             "",
         ]
         lines += ["| arm | " + " | ".join(skills) + " |", "|---|" + "---|" * len(skills)]
         first = by_arm[arms[0][0]]
-        rows = [("bootstrap", first, 0)] + [(name, by_arm[name], iterations) for name, _ in arms]
+        rows = [("base", first, 0)] + [(name, by_arm[name], iterations) for name, _ in arms]
         for label, group, it in rows:
             cells = [
                 _cell(_present([r.per_skill[it].get(s) if it < len(r.per_skill) else None for r in group]))
@@ -268,12 +284,36 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
+def _sampled_table(
+    by_arm: dict[str, list[RunResult]], arms: list[tuple[str, str]], iterations: int
+) -> list[str]:
+    """Markdown: sampled pass@1 and maj@k per arm and iteration (mean ± 95% CI over seeds); [] if not sampled."""
+    keys = sorted({k for g in by_arm.values() for r in g for row in r.sampled for k in row if "/" not in k})
+    if len(keys) != 2:
+        return []
+    majk, pass1 = keys  # "sampled_maj<k>" sorts before "sampled_pass1"
+    lines = [f"## Sampled pass@1 / maj@{majk[len('sampled_maj') :]} on the held-out split (%)", ""]
+    lines += [
+        "| arm | " + " | ".join(f"iter {i}" for i in range(iterations + 1)) + " |",
+        "|---|" + "---|" * (iterations + 1),
+    ]
+    for name, _ in arms:
+        cells = []
+        for i in range(iterations + 1):
+            rows = [r.sampled[i] for r in by_arm[name] if i < len(r.sampled) and r.sampled[i]]
+            cells.append(
+                f"{_cell([r[pass1] for r in rows])} / {_cell([r[majk] for r in rows])}" if rows else "–"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _num(values: list[float], digits: int = 1) -> str:
     return f"{statistics.fmean(values):.{digits}f}" if values else "–"
 
 
 def _verdict(by_arm: dict[str, list[RunResult]], arms: list[tuple[str, str]]) -> list[str]:
-    """Gain of each arm over the bootstrap model against the goal, and the main arm against the control."""
+    """Gain of each arm over the base model against the goal, and the main arm against the control."""
     out = []
     finals = {}
     for name, _ in arms:
@@ -294,9 +334,18 @@ def _verdict(by_arm: dict[str, list[RunResult]], arms: list[tuple[str, str]]) ->
             else (" (interval excludes 0)" if abs(mean) > half else " (interval includes 0)")
         )
         out.append(
-            f"- `{name}`: {mean * 100:+.1f} points over bootstrap{sure}; {met} the +{GOAL_POINTS:.0f}-point goal"
+            f"- `{name}`: {mean * 100:+.1f} points over the base{sure}; {met} the +{GOAL_POINTS:.0f}-point goal"
         )
     main, control = arms[0][0], "fixed_questioner"
+    gains = {name: [r.accuracy[-1] - r.accuracy[0] for r in by_arm[name] if None not in (r.accuracy[0], r.accuracy[-1])]
+             for name in (main, ORACLE) if name in by_arm}  # fmt: skip
+    if gains.get(main) and gains.get(ORACLE):
+        g_main, g_oracle = statistics.fmean(gains[main]), statistics.fmean(gains[ORACLE])
+        share = f"{g_main / g_oracle * 100:.0f}%" if g_oracle > 0 else "undefined (the oracle gained nothing)"
+        out.append(
+            f"- `{main}` recovers {share} of the `{ORACLE}` arm's gain ({g_main * 100:+.1f} of "
+            f"{g_oracle * 100:+.1f} points; ground-truth rewards on the same images and GRPO samples)"
+        )
     if main in finals and control in finals:
         a, b = mean_ci(finals[main]), mean_ci(finals[control])
         overlap = math.isnan(a[1]) or math.isnan(b[1]) or abs(a[0] - b[0]) <= a[1] + b[1]
@@ -329,7 +378,7 @@ def plot_accuracy(
                 means.append(mean * 100)
                 halves.append(0 if math.isnan(half) else half * 100)
         ax.errorbar(xs, means, yerr=halves, marker="o", capsize=3, label=name)
-    ax.set_xticks(range(iterations + 1), ["bootstrap"] + [str(i) for i in range(1, iterations + 1)])
+    ax.set_xticks(range(iterations + 1), ["base"] + [str(i) for i in range(1, iterations + 1)])
     ax.set_xlabel("iteration")
     ax.set_ylabel("held-out accuracy (%)")
     ax.legend()

@@ -27,6 +27,7 @@ from visplay.config import Config, GRPOConfig, SamplingConfig
 from visplay.engine.rollout import load_checkpoint_into
 from visplay.eval.run import evaluate, report_metrics
 from visplay.eval.scoring import BenchmarkReport, comparison_table
+from visplay.generation.oracle import write_oracle_questions
 from visplay.generation.pipeline import run_generation
 from visplay.phases import ChangedSettings, Phase, flat_settings
 from visplay.report import IterationRecord
@@ -52,11 +53,12 @@ READS: dict[str, tuple[str, ...]] = {
         "seed", *_CORPUS, "generation.questions_per_image", "generation.answers_per_question",
         "generation.questioner_sampling", "generation.reasoner_sampling", "generation.p_low", "generation.p_high",
         "generation.max_questions_per_image", "generation.dedup_scope", "generation.shard_size", "rewards",
+        "generation.oracle",
     ),
     "train_reasoner": ("seed", "corpus.parquet_image_column", "reasoner_grpo", "generation.reasoner_sampling", "rewards"),
     "evaluate": (
         "seed", "eval.benchmarks", "eval.synthetic_n", "eval.synthetic_seed", "eval.synthetic_path", "eval.max_tokens",
-        "eval.judge",
+        "eval.judge", "eval.samples", "generation.reasoner_sampling",
     ),
 }  # fmt: skip
 """The config fields (dotted sections or leaves) each phase's result depends on. Engines, batch sizes, Ray
@@ -141,7 +143,8 @@ def train_questioner(
 
 
 def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint) -> dict:
-    """Phase 2: the Ray Data pipeline writes the scored, filtered question set."""
+    """Phase 2: the Ray Data pipeline writes the scored, filtered question set (``generation.oracle``: the
+    corpus's labeled questions instead, visplay/generation/oracle.py)."""
     phase = Phase(cfg.run_dir, it, "generate")
     settings, inputs = (
         phase_settings(cfg, phase.name),
@@ -151,6 +154,10 @@ def generate(cfg: Config, it: int, questioner: Checkpoint, reasoner: Checkpoint)
         return out
     phase.begin(settings, inputs)
     with tracking.run(f"iter{it}-generate", tags={"phase": phase.name}):
+        if cfg.generation.oracle:
+            out = write_oracle_questions(cfg.corpus.path, phase.dir, cfg.corpus.limit)
+            tracking.log_metrics({"kept": out["kept"]})
+            return phase.complete(out)
         questioner, reasoner = _serving(cfg, questioner, reasoner)
         summary = run_generation(cfg, phase.dir, questioner=questioner, reasoner=reasoner)
         tracking.log_metrics(summary.metrics())

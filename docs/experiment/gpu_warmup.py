@@ -31,29 +31,29 @@ sys.path.insert(0, str(ROOT))
 from visplay.prompts import reasoner_prompt  # noqa: E402
 from visplay.rewards.parse import extract_boxed  # noqa: E402
 from visplay.world import bootstrap as B  # noqa: E402
-from visplay.world.corpus import SKILLS, make_corpus, read_ground_truth  # noqa: E402
+from visplay.world.corpus import KINDS, make_corpus, read_ground_truth  # noqa: E402
 
 
-def shard_examples(job: tuple[str, str, int, int]) -> tuple[list, list]:
+def shard_examples(job: tuple[str, str, int, int, tuple[str, ...]]) -> tuple[list, list]:
     """Draw one labeled shard (split ``bootstrap``) and build its examples (a worker process)."""
     import torch
     from transformers import AutoProcessor
 
     torch.multiprocessing.set_sharing_strategy("file_system")  # thousands of pixel tensors come back
-    base, work, n, seed = job
+    base, work, n, seed, kinds = job
     out = Path(work) / f"shard{seed}"
-    make_corpus(out, n, seed=seed, split="bootstrap")
+    make_corpus(out, n, seed=seed, split="bootstrap", kinds=kinds)
     return B.build_examples(AutoProcessor.from_pretrained(base), out)
 
 
-def heldout(base: str, work: Path, n: int) -> list[tuple[object, dict]]:
+def heldout(base: str, work: Path, n: int, kinds: tuple[str, ...]) -> list[tuple[object, dict]]:
     """(processor inputs, qa) of every QA pair of a held-out split (``heldout``, seed 3, as the eval's)."""
     from PIL import Image
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(base)
     out = work / "heldout"
-    make_corpus(out, n, seed=3, split="heldout")
+    make_corpus(out, n, seed=3, split="heldout", kinds=kinds)
     items = []
     for record in read_ground_truth(out):
         with Image.open(out / record["file"]) as handle:
@@ -82,7 +82,7 @@ def greedy_accuracy(model, processor, items, device) -> dict[str, float]:
             right[qa["skill"]] += ok
             total[qa["skill"]] += 1
     model.train()
-    scores = {s: right[s] / total[s] for s in SKILLS if total[s]}
+    scores = {s: right[s] / total[s] for s in sorted(total)}
     scores["all"] = sum(right.values()) / sum(total.values())
     return scores
 
@@ -111,23 +111,28 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=14)
     parser.add_argument("--tar", help="also pack --out into this tar file")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="scene kinds (the world), comma-separated")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (None: torch's default)")
     args = parser.parse_args()
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     torch.multiprocessing.set_sharing_strategy("file_system")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kinds = tuple(args.kinds.split(","))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     per = -(-args.images // args.workers)
-    jobs = [(args.base, str(work), per, 1000 + i) for i in range(args.workers)]
+    jobs = [(args.base, str(work), per, 1000 + i, kinds) for i in range(args.workers)]
     questioner, reasoner = [], []
     with ProcessPoolExecutor(args.workers) as pool:
         for q, r in pool.map(shard_examples, jobs):
             questioner += q
             reasoner += r
-    items = heldout(args.base, work, args.heldout)
+    items = heldout(args.base, work, args.heldout, kinds)
     print(f"{len(questioner)} questioner + {len(reasoner)} reasoner examples, {len(items)} held-out "
           f"questions, built in {time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
     blind = blind_baseline(items)

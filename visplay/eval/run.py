@@ -39,12 +39,13 @@ from visplay.checkpoints import Checkpoint
 from visplay.config import Config, EngineConfig, SamplingConfig
 from visplay.eval.benchmarks import BENCHMARKS, Benchmark, Loaded, load_benchmark
 from visplay.eval.judge import Judge, JudgePrompt
+from visplay.eval.sampled import sampled_scores
 from visplay.eval.schema import LETTERS, EvalExample, Prediction, Reject
 from visplay.eval.scoring import BenchmarkReport, comparison_table, join_predictions, make_report, score_rows
 from visplay.generation.pipeline import engine_stage
 from visplay.rewards import reset_grade_timeout_count, warm_up
 from visplay.seeds import derive_seed
-from visplay.world.corpus import GROUND_TRUTH_FILENAME, make_corpus
+from visplay.world.corpus import GROUND_TRUTH_FILENAME, check_world, make_corpus
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def ensure_heldout_split(cfg: Config) -> Path:
     root = Path(cfg.eval.synthetic_path)
     truth = root / GROUND_TRUTH_FILENAME
     if truth.is_file():
+        check_world(truth, cfg.corpus.synthetic_kinds, "eval.synthetic_path")
         return truth
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(
@@ -107,7 +109,13 @@ def ensure_heldout_split(cfg: Config) -> Path:
     partial = root.with_name(f".{root.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     log.info("generating the held-out synthetic split: %d scenes under %s", cfg.eval.synthetic_n, root)
-    make_corpus(partial, cfg.eval.synthetic_n, cfg.eval.synthetic_seed, split="heldout")
+    make_corpus(
+        partial,
+        cfg.eval.synthetic_n,
+        cfg.eval.synthetic_seed,
+        split="heldout",
+        kinds=cfg.corpus.synthetic_kinds,
+    )
     if root.exists():
         root.rmdir()  # empty (checked above)
     partial.rename(root)
@@ -129,6 +137,21 @@ def predict(cfg: Config, model: Checkpoint, examples: list[EvalExample]) -> dict
 
     Returns ``(benchmark, example_id) -> Prediction`` (ids are unique within a benchmark, not across them).
     """
+    greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=cfg.eval.max_tokens)
+    return {
+        key: Prediction(key[1], texts[0] if texts else "", model.version)
+        for key, texts in answers(cfg, model, examples, greedy, 1).items()
+    }
+
+
+def answers(
+    cfg: Config, model: Checkpoint, examples: list[EvalExample], sampling: SamplingConfig, n: int
+) -> dict[tuple[str, str], list[str]]:
+    """``n`` completions of `model` per example at ``sampling`` (per-example seeds), in one Ray Data pass.
+
+    Returns ``(benchmark, example_id) -> completions`` (an engine error, already retried alone by the engine
+    stage, gives no completion: it is logged and scores as a wrong answer).
+    """
     rows = [
         {
             "benchmark": e.benchmark,
@@ -141,26 +164,22 @@ def predict(cfg: Config, model: Checkpoint, examples: list[EvalExample]) -> dict
     ]
     if not rows:
         return {}
-    greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=cfg.eval.max_tokens)
     schema = pa.schema(
         [("benchmark", pa.string()), ("example_id", pa.string()), ("prompt", pa.string()),
          ("image", pa.list_(pa.binary())), ("row_seed", pa.int64())]
     )  # fmt: skip
     ds = ray.data.from_arrow(pa.Table.from_pylist(rows, schema=schema))
-    ds = engine_stage(ds, model, eval_engine(cfg, model), greedy, 1, "e_", cfg.seed)
+    ds = engine_stage(ds, model, eval_engine(cfg, model), sampling, n, "e_", cfg.seed)
     columns = ["benchmark", "example_id", "e_completions", "e_engine_error"]
     out = pa.concat_tables(ray.get(ds.select_columns(columns).to_arrow_refs()))
-    predictions = {}
+    completions = {}
     for row in out.to_pylist():
-        if row["e_engine_error"]:  # the engine stage already retried it alone; it counts as a wrong answer
+        if row["e_engine_error"]:
             log.warning("%s/%s: engine error: %s", row["benchmark"], row["example_id"], row["e_engine_error"])
-        text = row["e_completions"][0] if row["e_completions"] else ""
-        predictions[(row["benchmark"], row["example_id"])] = Prediction(
-            row["example_id"], text, model.version
-        )
-    if len(predictions) != len(rows):
-        raise RuntimeError(f"evaluation lost answers: {len(rows)} prompts, {len(predictions)} answers")
-    return predictions
+        completions[(row["benchmark"], row["example_id"])] = list(row["e_completions"] or [])
+    if len(completions) != len(rows):
+        raise RuntimeError(f"evaluation lost answers: {len(rows)} prompts, {len(completions)} answers")
+    return completions
 
 
 def eval_engine(cfg: Config, model: Checkpoint) -> EngineConfig:
@@ -200,6 +219,12 @@ def evaluate(
         asked += fits
         rejects += [(suite.name, r) for r in too_many]
     predictions = predict(cfg, model, asked)
+    sampled = _sample_synthetic(cfg, model, [e for e in asked if e.benchmark == SYNTHETIC])
+    if sampled:
+        _write_jsonl(out / "sampled.jsonl", [
+            {"benchmark": SYNTHETIC, "example_id": i, "model_version": model.version, "texts": texts}
+            for i, texts in sampled.items()
+        ])  # fmt: skip
     _write_jsonl(out / "predictions.jsonl", [
         {"benchmark": b, "example_id": i, "model_version": p.model_version, "text": p.text}
         for (b, i), p in predictions.items()
@@ -227,6 +252,8 @@ def evaluate(
             rejected=sum(1 for b, _ in rejects if b == suite.name),
         )
         report.extra["grade_timeouts"] = float(reset_grade_timeout_count())  # comparisons scored 0 by timeout
+        if suite.name == SYNTHETIC and sampled:
+            report.extra.update(sampled_scores(answered, sampled, suite.bench.score))
         reports.append(report)
     (out / "report.json").write_text(json.dumps([r.to_dict() for r in reports], indent=2))
     log.info("evaluation of %s:\n%s", model.version[:12], comparison_table(reports))
@@ -235,6 +262,15 @@ def evaluate(
     if judge is not None:
         log.info("judge: %s", judge.stats())
     return reports
+
+
+def _sample_synthetic(cfg: Config, model: Checkpoint, examples: list[EvalExample]) -> dict[str, list[str]]:
+    """``eval.samples`` answers per held-out synthetic question at ``generation.reasoner_sampling`` (example
+    id -> completions; {} when ``eval.samples`` is 0), for pass@1 and maj@k (visplay/eval/sampled.py)."""
+    if not cfg.eval.samples or not examples:
+        return {}
+    sampling = cfg.generation.reasoner_sampling.model_copy(update={"max_tokens": cfg.eval.max_tokens})
+    return {i: texts for (_, i), texts in answers(cfg, model, examples, sampling, cfg.eval.samples).items()}
 
 
 def report_metrics(reports: list[BenchmarkReport]) -> dict[str, float]:

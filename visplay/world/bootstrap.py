@@ -76,6 +76,7 @@ REASONER_LEADS = {
     "count": "I count the shapes one by one.",
     "position": "I look at where the object is in the image.",
     "chart": "I read the bar heights against the axis.",
+    "shape": "I look at the shape of the objects.",
 }
 """The one-sentence rationale a reasoner target starts with, by QA skill (see :data:`corpus.SKILLS`)."""
 

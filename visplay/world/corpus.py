@@ -26,7 +26,13 @@ Each QA pair is ``{"question", "answer", "qtype", "skill", "choices"}`` with ``q
 ``multiple choice`` (``answer`` is the option letter, ``choices`` the option texts in letter order,
 and the question text lists them as ``A. red, B. blue, ...``), ``numerical`` (an integer answer) or
 ``regression`` (a decimal answer, to be graded with a tolerance); ``choices`` is empty unless
-multiple choice. ``skill`` is one of ``colour``, ``count``, ``position``, ``chart``.
+multiple choice. ``skill`` is one of ``colour``, ``count``, ``position``, ``chart`` (the default world)
+or ``shape`` (the ``objects`` world).
+
+Two worlds: the default ``KINDS`` (about ten question forms over four skills, small objects, options in
+a random order) and the simple ``OBJECT_KINDS`` (three forms: the colour, the shape and the number of up
+to four big copies of one shape, options always in the same order), which the tiny model learns to see in
+a few thousand steps (docs/experiment/NOTES.md). ``kinds`` of :func:`make_corpus` picks one.
 """
 
 from __future__ import annotations
@@ -44,7 +50,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 KINDS = ("shapes", "count", "chart")
-"""Scene kinds, in the order they cycle through the index."""
+"""The default world's scene kinds, in the order they cycle through the index."""
+OBJECT_KINDS = ("objects",)
+"""The simple world: only ``objects`` scenes (big shapes, three skills; see :func:`_objects_scene`)."""
+ALL_KINDS = (*KINDS, *OBJECT_KINDS)
+"""Every scene kind :func:`make_corpus` can draw."""
 SHAPES = ("circle", "square", "triangle", "diamond", "star")
 """Shapes a scene can contain."""
 PALETTE = {
@@ -74,7 +84,9 @@ GRID_POSITIONS = (
 QTYPES = ("multiple choice", "numerical", "regression")
 """Question types of the labeled QA pairs."""
 SKILLS = ("colour", "count", "position", "chart")
-"""Skills the labeled QA pairs probe."""
+"""Skills the default world's labeled QA pairs probe."""
+OBJECT_SKILLS = ("colour", "shape", "count")
+"""Skills the ``objects`` world's labeled QA pairs probe."""
 IMAGES_DIRNAME = "images"
 """Sub-folder of ``out_dir`` holding the PNGs (what ``corpus.path`` should point at)."""
 GROUND_TRUTH_FILENAME = "ground_truth.jsonl"
@@ -111,11 +123,17 @@ def image_seed(seed: int, split: str, index: int) -> int:
 
 
 def make_corpus(
-    out_dir: str | Path, n: int, seed: int, split: str = "train", size: int = 112
+    out_dir: str | Path,
+    n: int,
+    seed: int,
+    split: str = "train",
+    size: int = 112,
+    kinds: tuple[str, ...] | list[str] = KINDS,
 ) -> CorpusSummary:
     """Draw ``n`` scenes of ``split`` into ``out_dir/images/`` and write ``out_dir/ground_truth.jsonl``.
 
-    ``size`` is the square image side in pixels (64..224). Raises FileExistsError when
+    ``size`` is the square image side in pixels (64..224); scene kinds cycle through ``kinds`` (a subset
+    of :data:`ALL_KINDS`, in order) with the index. Raises FileExistsError when
     ``out_dir/images`` already holds files, so two corpora are never mixed; the ground-truth file is
     written last (atomically), so its presence means the corpus is complete.
     """
@@ -125,14 +143,17 @@ def make_corpus(
         raise ValueError(f"size must be within 64..224 pixels, got {size}")
     if not split or not split.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"split must be a non-empty name of letters, digits, '-' or '_', got {split!r}")
+    kinds = tuple(kinds)
+    if not kinds or any(k not in ALL_KINDS for k in kinds) or len(set(kinds)) < len(kinds):
+        raise ValueError(f"kinds must be distinct scene kinds of {ALL_KINDS}, got {kinds}")
     out = Path(out_dir)
     images_dir = out / IMAGES_DIRNAME
     if images_dir.exists() and any(p.is_file() for p in images_dir.rglob("*")):
         raise FileExistsError(f"{images_dir} already holds files; pick an empty out_dir")
-    by_kind = dict.fromkeys(KINDS, 0)
+    by_kind = dict.fromkeys(kinds, 0)
     records = []
     for index in range(n):
-        kind = KINDS[index % len(KINDS)]
+        kind = kinds[index % len(kinds)]
         rng = np.random.default_rng(image_seed(seed, split, index))
         image, scene, qa = _DRAW[kind](rng, size)
         data = _png_bytes(image)
@@ -172,6 +193,17 @@ def read_ground_truth(path: str | Path) -> list[dict[str, Any]]:
         path = path / GROUND_TRUTH_FILENAME
     with path.open() as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def check_world(ground_truth: str | Path, kinds: tuple[str, ...] | list[str], field: str) -> None:
+    """Raise ValueError naming ``field`` when a split drawn earlier holds scene kinds outside ``kinds`` (a
+    split of another world left at the configured path would be scored, or trained on, as this one)."""
+    found = {record["kind"] for record in read_ground_truth(ground_truth)}
+    if extra := found - set(kinds):
+        raise ValueError(
+            f"{field}: the split at {ground_truth} holds {sorted(extra)} scenes, not in corpus.synthetic_kinds "
+            f"{list(kinds)}: point {field} at a new folder for this world (nothing was deleted)"
+        )
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -356,4 +388,55 @@ def _chart_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, dict
     return image, {"objects": [], "bars": bars}, qa
 
 
-_DRAW = {"shapes": _shapes_scene, "count": _count_scene, "chart": _chart_scene}
+OBJECT_COLOURS = ("red", "green", "blue", "yellow")
+"""Colours of an ``objects`` scene, in their fixed option order (A-D)."""
+OBJECT_SHAPES = ("circle", "square", "triangle", "star")
+"""Shapes of an ``objects`` scene, in their fixed option order (A-D)."""
+OBJECT_QUESTIONS = {
+    "colour": "What colour are the shapes?",
+    "shape": "What shape are they?",
+    "count": "How many shapes are in the image?",
+}
+"""The three question stems of an ``objects`` scene, by skill."""
+
+
+def _fixed_choice(stem: str, truth: str, options: tuple[str, ...], skill: str) -> dict[str, Any]:
+    """A multiple-choice QA whose options are always ``options`` in that order (the letter names the fact)."""
+    listed = ", ".join(f"{_LETTERS[i]}. {text}" for i, text in enumerate(options))
+    return _qa(
+        f"{stem} Options: {listed}.", _LETTERS[options.index(truth)], "multiple choice", skill, list(options)
+    )
+
+
+def _objects_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, dict, list[dict]]:
+    """1-4 big copies of one shape in one colour, each in its own cell of a 2x2 grid, on a light grey.
+
+    Three questions, one per skill: the colour and the shape (options in a fixed order, so the letter is
+    a function of the fact, with no option text to bind) and the number of copies.
+    """
+    grey = int(rng.integers(232, 256))  # a light background that varies, so few scenes repeat pixel for pixel
+    image = Image.new("RGB", (size, size), (grey, grey, grey))
+    draw = ImageDraw.Draw(image)
+    count = int(rng.integers(1, 5))
+    shape, colour = _pick(rng, OBJECT_SHAPES), _pick(rng, OBJECT_COLOURS)
+    objects = []
+    for cell in sorted(int(c) for c in rng.choice(4, size=count, replace=False)):
+        fx, fy = (cell % 2 * 2 + 1) / 4, (cell // 2 * 2 + 1) / 4
+        cx, cy = (fx + rng.uniform(-0.04, 0.04)) * size, (fy + rng.uniform(-0.04, 0.04)) * size
+        box = _draw_shape(draw, shape, cx, cy, size * rng.uniform(0.14, 0.2), colour)  # stays in its cell
+        position = ("top-left", "top-right", "bottom-left", "bottom-right")[cell]
+        objects.append({"shape": shape, "colour": colour, "position": position, "bbox": box})
+    qa = [
+        _fixed_choice(OBJECT_QUESTIONS["colour"], colour, OBJECT_COLOURS, "colour"),
+        _fixed_choice(OBJECT_QUESTIONS["shape"], shape, OBJECT_SHAPES, "shape"),
+        _qa(OBJECT_QUESTIONS["count"], count, "numerical", "count"),
+    ]
+    return image, {"objects": objects, "bars": []}, qa
+
+
+_DRAW = {
+    "shapes": _shapes_scene,
+    "count": _count_scene,
+    "chart": _chart_scene,
+    "objects": _objects_scene,
+}

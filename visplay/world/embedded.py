@@ -13,7 +13,7 @@ from pathlib import Path
 from visplay.checkpoints import model_version
 from visplay.config import Config
 from visplay.world.bootstrap import warm_up
-from visplay.world.corpus import GROUND_TRUTH_FILENAME, make_corpus
+from visplay.world.corpus import GROUND_TRUTH_FILENAME, check_world, make_corpus
 from visplay.world.shipped_base import BASE_MANIFEST, verify
 from visplay.world.tiny_model import build_tiny_model
 
@@ -46,15 +46,27 @@ def ensure_base_model(cfg: Config) -> tuple[str, str]:
     build_tiny_model(random_dir, m.tiny)
     if not (labeled / GROUND_TRUTH_FILENAME).is_file():
         shutil.rmtree(labeled, ignore_errors=True)  # an interrupted split is regenerated whole
-        make_corpus(labeled, m.bootstrap_images, m.bootstrap_seed, split="bootstrap")
-    warm_up(random_dir, labeled, path, steps=m.bootstrap_steps, seed=m.bootstrap_seed)
+        make_corpus(
+            labeled, m.bootstrap_images, m.bootstrap_seed, split="bootstrap", kinds=cfg.corpus.synthetic_kinds
+        )
+    check_world(
+        labeled / GROUND_TRUTH_FILENAME, cfg.corpus.synthetic_kinds, "models.base (its labeled split)"
+    )
+    warm_up(
+        random_dir, labeled, path, steps=m.bootstrap_steps, lr=m.bootstrap_lr, seed=m.bootstrap_seed,
+        questioner_share=m.bootstrap_questioner_share,
+    )  # fmt: skip
     return str(path), model_version(path)
 
 
 def ensure_corpus(cfg: Config) -> Path:
-    """The corpus path, generating `corpus.synthetic_n` synthetic scenes there if it is missing."""
+    """The corpus path, generating `corpus.synthetic_n` synthetic scenes of `corpus.synthetic_kinds` there if
+    it is missing (a synthetic corpus found there must be of those kinds)."""
     path = Path(cfg.corpus.path)
+    truth = path.parent / GROUND_TRUTH_FILENAME
     if path.exists():
+        if path.name == "images" and truth.is_file():  # a synthetic corpus: of this config's world?
+            check_world(truth, cfg.corpus.synthetic_kinds, "corpus.path")
         return path
     if cfg.corpus.synthetic_n == 0:
         raise FileNotFoundError(f"corpus.path: {path} does not exist (and corpus.synthetic_n is 0)")
@@ -65,5 +77,5 @@ def ensure_corpus(cfg: Config) -> Path:
         root,
         cfg.corpus.synthetic_seed,
     )
-    make_corpus(root, cfg.corpus.synthetic_n, cfg.corpus.synthetic_seed)
+    make_corpus(root, cfg.corpus.synthetic_n, cfg.corpus.synthetic_seed, kinds=cfg.corpus.synthetic_kinds)
     return path

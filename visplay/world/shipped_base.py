@@ -6,10 +6,13 @@ warming one up in each job (about a minute of the main job on 2 cores). It is th
 ``visplay_base.json``:
 
     command        the argv that built it (rerun it to rebuild; the result is a new file set and manifest)
-    recipe         the config it was built from: models.tiny, bootstrap_steps/images/seed
+    recipe         the config it was built from: models.tiny, bootstrap_steps/images/seed/lr, the world
     wall_s         seconds the build and warm-up took (the evaluation excluded)
     losses         the warm-up's loss curve, (step, loss) pairs (from visplay_bootstrap.json)
-    heldout        greedy held-out accuracy per metric through the evaluation harness (eval_<bench>[_skill])
+    heldout        held-out accuracy per metric through the evaluation harness (eval_<bench>[_skill]; greedy,
+                   and sampled pass@1 / maj@k with eval.samples)
+    preconditions  visplay/preconditions.py on that evaluation: per skill greedy vs image-blind, pass@1 and
+                   maj@k, and whether the base sees and leaves headroom for majority-vote RL
     files          sha256 of every other file in the folder
 
 :func:`verify` compares a folder with its manifest; a test runs it on the shipped one, and another checks
@@ -32,13 +35,17 @@ BASE_MANIFEST = "visplay_base.json"
 
 
 def recipe(cfg: Config) -> dict[str, Any]:
-    """The settings a bootstrapped base depends on: the tiny model's shape and seed and the warm-up's."""
+    """The settings a bootstrapped base depends on: the tiny model's shape and seed, the warm-up's, and the
+    world its labeled split was drawn from."""
     m = cfg.models
     return {
         "tiny": m.tiny.model_dump(mode="json"),
         "bootstrap_steps": m.bootstrap_steps,
         "bootstrap_images": m.bootstrap_images,
         "bootstrap_seed": m.bootstrap_seed,
+        "bootstrap_lr": m.bootstrap_lr,
+        "bootstrap_questioner_share": m.bootstrap_questioner_share,
+        "synthetic_kinds": list(cfg.corpus.synthetic_kinds),
     }
 
 
@@ -52,7 +59,14 @@ def file_digests(folder: Path) -> dict[str, str]:
 
 
 def ship(
-    src: Path, dest: Path, *, command: list[str], cfg: Config, wall_s: float, heldout: Mapping[str, float]
+    src: Path,
+    dest: Path,
+    *,
+    command: list[str],
+    cfg: Config,
+    wall_s: float,
+    heldout: Mapping[str, float],
+    preconditions: dict | None = None,
 ) -> Path:
     """Copy the checkpoint at ``src`` to ``dest`` (replacing it) and write its manifest; returns it."""
     if dest.exists():
@@ -66,6 +80,7 @@ def ship(
         "wall_s": round(wall_s, 1),
         "losses": warm["losses"],
         "heldout": dict(sorted(heldout.items())),
+        "preconditions": preconditions,
         "files": file_digests(dest),
     }
     path = dest / BASE_MANIFEST
