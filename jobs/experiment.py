@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None) -> list[str]:
     if not args.quick:
         return [*head, *settings]
     quick = ["experiment.seeds=[0]", "iterations=1", *cfg.experiment.quick]
-    report = f"experiment.report_dir={cfg.run_dir.resolve() / 'report'}"
+    run_dir = load_config(args.config, [*settings, *quick]).run_dir  # the experiment's own name and out_dir
+    report = f"experiment.report_dir={run_dir.resolve() / 'report'}"
     return [*head, *settings, *quick, report]
 
 

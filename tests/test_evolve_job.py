@@ -179,6 +179,7 @@ def first_iteration(cluster, bootstrapped_model, unlabeled_corpus, tmp_path_fact
     args = [
         "--config", "configs/tiny-cpu.yaml", f"out_dir={out}", "name=evolve-test",
         f"models.base={bootstrapped_model}", f"corpus.path={unlabeled_corpus}",
+        "corpus.synthetic_kinds=[shapes,count,chart]",  # the fixtures' world (conftest), not the shipped one
         "generation.questions_per_image=2", "generation.answers_per_question=4",
         f"questioner_grpo.steps={Q_STEPS}", "questioner_grpo.save_every=1", f"reasoner_grpo.steps={R_STEPS}",
         "ray.train_workers=2", "eval.synthetic_n=6", f"eval.synthetic_path={out / 'heldout'}",

@@ -172,6 +172,9 @@ def test_report_gives_the_oracle_share_the_preconditions_and_sampled_accuracy() 
     assert "sees (greedy >= 1.5 x image-blind on every skill): **yes**" in text
     assert "maj@8 >= sampled pass@1 + 10 points): **yes**" in text
     assert "| visplay | 40.0 / 55.0 | 50.0 / 60.0 |" in text  # sampled pass@1 / maj@8 per iteration
+    assert (
+        "| base | 40.0 / 55.0 |" in text and "| oracle | – / – |" in text
+    )  # per skill (count): iteration 1 has none
 
 
 @pytest.mark.slow

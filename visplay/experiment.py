@@ -305,6 +305,25 @@ def _sampled_table(
                 f"{_cell([r[pass1] for r in rows])} / {_cell([r[majk] for r in rows])}" if rows else "–"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    skills = sorted(
+        {k.split("/", 1)[1] for g in by_arm.values() for r in g for row in r.sampled for k in row if "/" in k}
+    )
+    if skills:
+        lines += [
+            "",
+            f"Per skill, base (iteration 0 of `{arms[0][0]}`) and after iteration {iterations}:",
+            "",
+        ]
+        lines += ["| arm | " + " | ".join(skills) + " |", "|---|" + "---|" * len(skills)]
+        first = by_arm[arms[0][0]]
+        for label, group, it in [("base", first, 0)] + [(name, by_arm[name], iterations) for name, _ in arms]:
+            rows = [r.sampled[it] for r in group if it < len(r.sampled) and r.sampled[it]]
+            cells = [
+                f"{_cell([r[f'{pass1}/{s}'] for r in rows if f'{pass1}/{s}' in r])} / "
+                f"{_cell([r[f'{majk}/{s}'] for r in rows if f'{majk}/{s}' in r])}"
+                for s in skills
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 

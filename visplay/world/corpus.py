@@ -392,6 +392,8 @@ OBJECT_COLOURS = ("red", "green", "blue", "yellow")
 """Colours of an ``objects`` scene, in their fixed option order (A-D)."""
 OBJECT_SHAPES = ("circle", "square", "triangle", "star")
 """Shapes of an ``objects`` scene, in their fixed option order (A-D)."""
+SUPERSAMPLE = 4
+"""An ``objects`` scene is drawn this many times larger, then reduced (anti-aliased edges)."""
 OBJECT_QUESTIONS = {
     "colour": "What colour are the shapes?",
     "shape": "What shape are they?",
@@ -409,21 +411,24 @@ def _fixed_choice(stem: str, truth: str, options: tuple[str, ...], skill: str) -
 
 
 def _objects_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, dict, list[dict]]:
-    """1-4 big copies of one shape in one colour, each in its own cell of a 2x2 grid, on a light grey.
+    """1-4 big copies of one shape in one colour, each in its own cell of a 2x2 grid.
 
-    Three questions, one per skill: the colour and the shape (options in a fixed order, so the letter is
-    a function of the fact, with no option text to bind) and the number of copies.
+    Drawn at :data:`SUPERSAMPLE` times the size and reduced with a box filter, so the continuous jitter of
+    position and size shows in the edges and no two scenes repeat pixel for pixel (the splits stay
+    disjoint). Three questions, one per skill: the colour and the shape (options in a fixed order, so the
+    letter is a function of the fact, with no option text to bind) and the number of copies.
     """
-    grey = int(rng.integers(232, 256))  # a light background that varies, so few scenes repeat pixel for pixel
-    image = Image.new("RGB", (size, size), (grey, grey, grey))
+    big = size * SUPERSAMPLE
+    image = Image.new("RGB", (big, big), "white")
     draw = ImageDraw.Draw(image)
     count = int(rng.integers(1, 5))
     shape, colour = _pick(rng, OBJECT_SHAPES), _pick(rng, OBJECT_COLOURS)
     objects = []
     for cell in sorted(int(c) for c in rng.choice(4, size=count, replace=False)):
         fx, fy = (cell % 2 * 2 + 1) / 4, (cell // 2 * 2 + 1) / 4
-        cx, cy = (fx + rng.uniform(-0.04, 0.04)) * size, (fy + rng.uniform(-0.04, 0.04)) * size
-        box = _draw_shape(draw, shape, cx, cy, size * rng.uniform(0.14, 0.2), colour)  # stays in its cell
+        cx, cy = (fx + rng.uniform(-0.04, 0.04)) * big, (fy + rng.uniform(-0.04, 0.04)) * big
+        box = _draw_shape(draw, shape, cx, cy, big * rng.uniform(0.14, 0.2), colour)  # stays in its cell
+        box = [round(v / SUPERSAMPLE) for v in box]
         position = ("top-left", "top-right", "bottom-left", "bottom-right")[cell]
         objects.append({"shape": shape, "colour": colour, "position": position, "bbox": box})
     qa = [
@@ -431,7 +436,7 @@ def _objects_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, di
         _fixed_choice(OBJECT_QUESTIONS["shape"], shape, OBJECT_SHAPES, "shape"),
         _qa(OBJECT_QUESTIONS["count"], count, "numerical", "count"),
     ]
-    return image, {"objects": objects, "bars": []}, qa
+    return image.resize((size, size), Image.Resampling.BOX), {"objects": objects, "bars": []}, qa
 
 
 _DRAW = {
